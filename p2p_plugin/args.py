@@ -1,0 +1,127 @@
+"""The ``p2p:`` config block: the single source of the plugin's defaults.
+
+Merged into Axolotl's config schema through ``P2PPlugin.get_input_args``; ``axolotl
+config-schema`` shows every field with its description.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .labels import LabelError, LabelSpace
+from .recipe import P2PRecipe
+from .selection import selection_strategy_names
+from .triggers import DEFAULT_TRIGGER
+
+
+class P2PConfig(BaseModel):
+    """Settings of the P2P (Poison-to-Poison) backdoor defense."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        default=True,
+        description="False keeps the P2P prompt format but selects no row: the no-defense baseline, "
+        "trained and evaluated exactly like the defended model.",
+    )
+    task: Literal["classification", "generation"] = Field(
+        default="classification",
+        description="classification: the selected rows' label i becomes its safe alternative (i -> i+n); "
+        "generation: the selected rows' answer y becomes safe_prefix + y.",
+    )
+    ratio: float = Field(
+        default=0.2, gt=0.0, lt=1.0,
+        description="Share of each dataset's rows that get the benign trigger (the authors' rho).",
+    )
+    mode: Literal["replace", "augment"] = Field(
+        default="replace",
+        description="replace: selected rows are rewritten (row count unchanged, the authors' code); "
+        "augment: rewritten copies are added after the original rows.",
+    )
+    selection: str = Field(
+        default="random",
+        description="How the benign subset is chosen (a registered selection strategy). random: a "
+        "seeded uniform subset; poisoned rows may land in it.",
+    )
+    trigger: str = Field(
+        default=DEFAULT_TRIGGER, min_length=1,
+        description="The benign trigger text, inserted verbatim (keep its trailing space for a prefix).",
+    )
+    placement: Literal["prefix", "suffix", "system"] = Field(
+        default="prefix",
+        description="Where the benign trigger goes: prefix/suffix of the user input, or the system "
+        "message (chat data only).",
+    )
+    seed: int = Field(default=42, description="Seed of the row selection (per dataset, mixed with its path).")
+    labels: list[str] | None = Field(
+        default=None,
+        description="classification: the verbalized classes exactly as they appear in the data's answers, "
+        'e.g. ["0", "1"]. Required for classification.',
+    )
+    safe_labels: list[str] | None = Field(
+        default=None,
+        description="classification: the safe alternative of each label (same order). Default for "
+        "integer-like labels: i -> i + (max label + 1), i.e. i -> i+n for 0..n-1; required for named labels.",
+    )
+    cue: str = Field(
+        default="Output: ",
+        description="plain format only: answer cue of ordinary rows; the prompt is '{x}\\n{cue}'.",
+    )
+    benign_cue: str = Field(
+        default="Answer: ",
+        description="plain format only: answer cue of rows that carry the benign trigger.",
+    )
+    text_field: str = Field(default="sentence", description="plain format: the column holding the input text.")
+    label_field: str = Field(default="label", description="plain format: the column holding the label / answer.")
+    safe_prefix: str = Field(
+        default="",
+        description="generation: the text put before the selected rows' answers.",
+    )
+
+    @field_validator("labels", "safe_labels", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, value):
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"must be a list of labels, got {value!r}")
+        return [str(v) for v in value]
+
+    @field_validator("selection")
+    @classmethod
+    def _known_selection(cls, value):
+        if value not in selection_strategy_names():
+            raise ValueError(f"unknown selection strategy {value!r}; known: {selection_strategy_names()}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_task(self):
+        if self.task == "classification":
+            if not self.labels:
+                raise ValueError('p2p.labels is required for task: classification, e.g. labels: ["0", "1"]')
+            try:
+                space = LabelSpace.build(self.labels, self.safe_labels)
+            except LabelError as err:
+                raise ValueError(str(err)) from None
+            self.safe_labels = list(space.safe_labels)
+        elif self.task == "generation" and not self.safe_prefix.strip():
+            raise ValueError("p2p.safe_prefix must be a non-empty text for task: generation")
+        return self
+
+    def recipe(self) -> P2PRecipe:
+        """The validated settings as the framework-free recipe (what the manifest stores)."""
+        return P2PRecipe(
+            task=self.task, enabled=self.enabled, trigger=self.trigger, placement=self.placement,
+            cue=self.cue, benign_cue=self.benign_cue, labels=tuple(self.labels or ()),
+            safe_labels=tuple(self.safe_labels or ()), safe_prefix=self.safe_prefix,
+            text_field=self.text_field, answer_field=self.label_field, ratio=self.ratio,
+            seed=self.seed, mode=self.mode, selection=self.selection,
+        )
+
+
+class P2PArgs(BaseModel):
+    """Top-level keys the plugin adds to Axolotl's config."""
+
+    p2p: P2PConfig | None = Field(default=None, description="P2P backdoor defense settings.")

@@ -1,0 +1,205 @@
+"""Row formats: where a row's user text and answer live, and how a P2P rewrite changes them.
+
+Each format rewrites a *batch* (``dict`` of column lists, as ``datasets.map(batched=True)`` gives)
+and returns the new columns. Only the rows flagged as selected change; every other row's values are
+passed through untouched (the plain format is the exception: it always renders the authors'
+prompt, ``"{x}\\n{cue}"``, because it has no template of its own). Framework-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import P2PError
+from .triggers import insert_trigger
+
+
+class RowError(P2PError):
+    """A data row lacks a field the format needs, or holds an unusable value."""
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """What a selected row gets: the benign trigger and a new answer."""
+
+    trigger: str
+    placement: str
+
+
+def _require(batch: dict, column: str, fmt: str, hint: str) -> list:
+    if column not in batch:
+        raise RowError(
+            f"the dataset has no column {column!r} needed by the P2P {fmt} format "
+            f"(columns: {sorted(batch)}); {hint}"
+        )
+    return batch[column]
+
+
+def replace_answer(old: str, new: str) -> str:
+    """Swap the answer text, keeping the row's own surrounding whitespace."""
+    stripped = old.strip()
+    if not stripped:
+        return new
+    start = old.index(stripped)
+    return old[:start] + new + old[start + len(stripped):]
+
+
+class RowFormat:
+    """Base class. ``answers`` reads the target of every row; ``rewrite`` applies P2P.
+
+    ``new_answers[i]`` is the complete new answer text of selected row ``i`` (``None`` elsewhere).
+    """
+
+    name = ""
+
+    def answers(self, batch: dict) -> list[str]:
+        raise NotImplementedError
+
+    def user_texts(self, batch: dict) -> list[str]:
+        raise NotImplementedError
+
+    def rewrite(self, batch: dict, selected: list[bool], new_answers: list[str | None], rewrite: Rewrite) -> dict:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PlainFormat(RowFormat):
+    """``{text_field, answer_field}`` rows rendered as ``prompt`` / ``completion`` columns.
+
+    Ordinary rows: ``"{x}\\n{cue}"``; selected rows: trigger inserted into ``x`` and the benign cue.
+    """
+
+    text_field: str
+    answer_field: str
+    cue: str
+    benign_cue: str
+    name = "plain"
+
+    def answers(self, batch):
+        return [str(v) for v in _require(batch, self.answer_field, self.name,
+                                         "set p2p.label_field (p2p.target_field for generation)")]
+
+    def user_texts(self, batch):
+        return [str(v) for v in _require(batch, self.text_field, self.name, "set p2p.text_field")]
+
+    def rewrite(self, batch, selected, new_answers, rewrite):
+        texts = self.user_texts(batch)
+        answers = self.answers(batch)
+        prompts, completions = [], []
+        for text, answer, sel, new in zip(texts, answers, selected, new_answers):
+            if sel:
+                prompts.append(f"{insert_trigger(text, rewrite.trigger, rewrite.placement)}\n{self.benign_cue}")
+                completions.append(new)
+            else:
+                prompts.append(f"{text}\n{self.cue}")
+                completions.append(answer)
+        return {"prompt": prompts, "completion": completions}
+
+
+@dataclass(frozen=True)
+class AlpacaFormat(RowFormat):
+    """Axolotl ``alpaca``: ``instruction`` / ``input`` / ``output``.
+
+    The trigger goes into ``input`` when the row has one (that is the user's data), otherwise
+    into ``instruction``; the new answer replaces ``output``.
+    """
+
+    name = "alpaca"
+
+    def answers(self, batch):
+        return [str(v) for v in _require(batch, "output", self.name, "alpaca rows need an 'output' field")]
+
+    def user_texts(self, batch):
+        instructions = _require(batch, "instruction", self.name, "alpaca rows need an 'instruction' field")
+        inputs = batch.get("input") or [None] * len(instructions)
+        return [(inp if inp else ins) or "" for ins, inp in zip(instructions, inputs)]
+
+    def rewrite(self, batch, selected, new_answers, rewrite):
+        if rewrite.placement == "system":
+            raise RowError("p2p.placement='system' needs chat data (type: chat_template); alpaca rows have no system turn")
+        instructions = list(_require(batch, "instruction", self.name, "alpaca rows need an 'instruction' field"))
+        has_input = "input" in batch
+        inputs = list(batch["input"]) if has_input else [None] * len(instructions)
+        outputs = list(_require(batch, "output", self.name, "alpaca rows need an 'output' field"))
+        for i, sel in enumerate(selected):
+            if not sel:
+                continue
+            if inputs[i]:
+                inputs[i] = insert_trigger(inputs[i], rewrite.trigger, rewrite.placement)
+            else:
+                instructions[i] = insert_trigger(instructions[i] or "", rewrite.trigger, rewrite.placement)
+            outputs[i] = new_answers[i]
+        out = {"instruction": instructions, "output": outputs}
+        if has_input:
+            out["input"] = inputs
+        return out
+
+
+@dataclass(frozen=True)
+class ChatFormat(RowFormat):
+    """Axolotl ``chat_template``: a list of ``{role, content}`` messages.
+
+    The trigger goes into the FIRST user turn (``prefix``/``suffix``) or the system message
+    (``system``: prefixed to an existing one, or a new system message is inserted first). The
+    answer is the LAST assistant turn; the new answer replaces its content.
+    """
+
+    field_messages: str = "messages"
+    role_key: str = "role"
+    content_key: str = "content"
+    user_roles: tuple[str, ...] = ("user", "human")
+    assistant_roles: tuple[str, ...] = ("assistant", "gpt", "model")
+    system_roles: tuple[str, ...] = ("system",)
+    name = "chat_template"
+
+    def _messages(self, batch):
+        return _require(batch, self.field_messages, self.name,
+                        "set field_messages on the dataset entry if the conversation lives elsewhere")
+
+    def _last(self, messages, roles, what):
+        for idx in range(len(messages) - 1, -1, -1):
+            if messages[idx].get(self.role_key) in roles:
+                return idx
+        raise RowError(f"conversation has no {what} turn (roles {list(roles)})")
+
+    def _first(self, messages, roles):
+        for idx, message in enumerate(messages):
+            if message.get(self.role_key) in roles:
+                return idx
+        return None
+
+    def answers(self, batch):
+        out = []
+        for messages in self._messages(batch):
+            out.append(str(messages[self._last(messages, self.assistant_roles, "assistant")][self.content_key]))
+        return out
+
+    def user_texts(self, batch):
+        out = []
+        for messages in self._messages(batch):
+            idx = self._first(messages, self.user_roles)
+            out.append("" if idx is None else str(messages[idx][self.content_key] or ""))
+        return out
+
+    def rewrite(self, batch, selected, new_answers, rewrite):
+        conversations = []
+        for messages, sel, new in zip(self._messages(batch), selected, new_answers):
+            if not sel:
+                conversations.append(messages)
+                continue
+            messages = [dict(m) for m in messages]
+            if rewrite.placement == "system":
+                idx = self._first(messages, self.system_roles)
+                if idx is None:
+                    messages.insert(0, {self.role_key: self.system_roles[0], self.content_key: rewrite.trigger.strip()})
+                else:
+                    messages[idx][self.content_key] = rewrite.trigger + (messages[idx][self.content_key] or "")
+            else:
+                idx = self._first(messages, self.user_roles)
+                if idx is None:
+                    raise RowError(f"conversation has no user turn (roles {list(self.user_roles)}) to put the trigger in")
+                messages[idx][self.content_key] = insert_trigger(messages[idx][self.content_key] or "", rewrite.trigger, rewrite.placement)
+            last = self._last(messages, self.assistant_roles, "assistant")
+            messages[last][self.content_key] = new
+            conversations.append(messages)
+        return {self.field_messages: conversations}

@@ -1,0 +1,63 @@
+"""The Axolotl plugin: wires hooks only; the behaviour lives in the modules it names."""
+
+from __future__ import annotations
+
+import sys
+
+from axolotl.integrations.base import BasePlugin
+from axolotl.utils.logging import get_logger
+
+from .config_checks import prepare_config
+from .errors import P2PError
+from .manifest import ManifestError, read_manifest, update_manifest
+from .strategy import recipe_from_cfg
+from .version import __version__
+
+LOG = get_logger(__name__)
+
+
+def _print_p2p_errors_plainly(exc_type, exc, tb, _default=sys.excepthook):
+    """Show a P2P configuration/data error as one message, not a traceback."""
+    if isinstance(exc, P2PError):
+        print(f"p2p_plugin error: {exc}", file=sys.stderr)
+    else:
+        _default(exc_type, exc, tb)
+
+
+sys.excepthook = _print_p2p_errors_plainly
+
+
+class P2PPlugin(BasePlugin):
+    """P2P (Poison-to-Poison) backdoor defense: re-poisons a seeded share of the training rows
+    with a benign trigger and a safe target before Axolotl tokenizes them."""
+
+    def get_input_args(self) -> str:
+        return "p2p_plugin.args.P2PArgs"
+
+    def register(self, cfg: dict):
+        config = prepare_config(cfg)
+        LOG.info("P2P: %s, ratio %s, mode %s, selection %s, placement %s; prepared data under %s",
+                 config.task, config.ratio, config.mode, config.selection, config.placement,
+                 cfg["dataset_prepared_path"])
+
+    def post_trainer_create(self, cfg, trainer):
+        if not trainer.is_world_process_zero():
+            return
+        write_training_manifest(cfg)
+
+
+def write_training_manifest(cfg):
+    """Make sure ``output_dir`` has the manifest, with the dataset reports of this preprocessing
+    run or, when the prepared data came from the cache, of the run that prepared it."""
+    recipe = recipe_from_cfg(cfg)
+    manifest = update_manifest(cfg.output_dir, recipe, __version__)
+    if not manifest.datasets and cfg.get("dataset_prepared_path"):
+        try:
+            prepared = read_manifest(cfg.dataset_prepared_path)
+        except ManifestError:
+            prepared = None
+        if prepared is not None and prepared.recipe == recipe:
+            for report in prepared.datasets:
+                manifest.merge_report(report)
+            manifest.write(cfg.output_dir)
+    return manifest

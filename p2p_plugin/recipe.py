@@ -1,0 +1,58 @@
+"""The P2P recipe: every setting that decides how a row is rewritten and how inference must
+rebuild the prompt. Built from the validated ``p2p:`` config (the schema in ``args.py`` holds the
+defaults), stored in ``p2p_manifest.json``, read back by inference and evaluation. Framework-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .labels import LabelSpace
+
+
+@dataclass(frozen=True)
+class P2PRecipe:
+    """How P2P rewrites rows (training) and builds prompts (inference)."""
+
+    task: str = "classification"
+    """``classification`` (safe label ``i -> i+n``) or ``generation`` (safe prefix + answer)."""
+    enabled: bool = True
+    """False trains the same prompt format with no benign rows: the no-defense baseline."""
+    trigger: str = "The query currently entered is: "
+    placement: str = "prefix"
+    cue: str = "Output: "
+    benign_cue: str = "Answer: "
+    labels: tuple[str, ...] = ()
+    safe_labels: tuple[str, ...] = ()
+    safe_prefix: str = ""
+    text_field: str = "sentence"
+    answer_field: str = "label"
+    ratio: float = 0.2
+    seed: int = 42
+    mode: str = "replace"
+    selection: str = "random"
+    extra: dict = field(default_factory=dict)
+    """Settings of later features (kept verbatim, so old manifests stay readable)."""
+
+    def label_space(self) -> LabelSpace | None:
+        if self.task != "classification":
+            return None
+        return LabelSpace.build(self.labels, self.safe_labels or None)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["labels"] = list(self.labels)
+        out["safe_labels"] = list(self.safe_labels)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "P2PRecipe":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown P2P recipe keys {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        for key in ("labels", "safe_labels"):
+            if key in data and data[key] is not None:
+                data[key] = tuple(str(v) for v in data[key])
+        return cls(**data)

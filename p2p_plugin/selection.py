@@ -1,0 +1,97 @@
+"""Which training rows receive the benign trigger: named, seeded selection strategies.
+
+A strategy sees the row count (and, if it wants, the raw rows) and returns sorted row indices.
+The selection is computed once per dataset, before any parallel map, from a seed alone, so it is
+identical across runs, ``dataset_num_proc`` values, processes and ranks. Framework-free
+(NumPy only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from .errors import P2PError
+
+
+class SelectionError(P2PError):
+    """The requested selection cannot be made."""
+
+
+class SelectionStrategy(ABC):
+    """Chooses ``num_selected`` of ``num_rows`` rows. Subclasses register with a name."""
+
+    name: str = ""
+
+    @abstractmethod
+    def select(self, num_rows: int, num_selected: int, rng: np.random.Generator, rows=None) -> np.ndarray:
+        """Return ``num_selected`` distinct sorted row indices in ``[0, num_rows)``.
+
+        ``rows`` is the raw dataset (a ``datasets.Dataset`` or a list of dicts), for strategies
+        that look at the content; ``random`` ignores it.
+        """
+
+
+_STRATEGIES: dict[str, type[SelectionStrategy]] = {}
+
+
+def register_selection_strategy(cls: type[SelectionStrategy]) -> type[SelectionStrategy]:
+    """Class decorator: make a strategy available as ``p2p.selection: <cls.name>``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty `name`")
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def selection_strategy_names() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def get_selection_strategy(name: str) -> SelectionStrategy:
+    try:
+        return _STRATEGIES[name]()
+    except KeyError:
+        raise SelectionError(
+            f"p2p.selection={name!r} is not a known selection strategy; known: {selection_strategy_names()}"
+        ) from None
+
+
+@register_selection_strategy
+class RandomSelection(SelectionStrategy):
+    """A uniform random subset, as a defender who does not know the poison must draw it."""
+
+    name = "random"
+
+    def select(self, num_rows, num_selected, rng, rows=None):
+        return np.sort(rng.choice(num_rows, size=num_selected, replace=False)).astype(np.int64)
+
+
+def dataset_seed(seed: int, dataset_key: str) -> int:
+    """A per-dataset seed: stable across processes (no Python ``hash``), distinct per dataset."""
+    digest = hashlib.sha256(f"{seed}\x00{dataset_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def num_to_select(num_rows: int, ratio: float) -> int:
+    """``round(ratio * num_rows)``; refuses a ratio that selects no row."""
+    count = int(round(ratio * num_rows))
+    if count < 1:
+        raise SelectionError(
+            f"p2p.ratio={ratio} selects 0 of {num_rows} rows; raise p2p.ratio "
+            f"(at least {1 / max(num_rows, 1):.4g} for this dataset) or use more data"
+        )
+    return count
+
+
+def select_rows(num_rows: int, ratio: float, seed: int, strategy: str = "random",
+                dataset_key: str = "", rows=None) -> np.ndarray:
+    """Sorted indices of the rows that receive the benign trigger."""
+    count = num_to_select(num_rows, ratio)
+    rng = np.random.default_rng(dataset_seed(seed, dataset_key))
+    chosen = get_selection_strategy(strategy).select(num_rows, count, rng, rows=rows)
+    chosen = np.asarray(chosen, dtype=np.int64)
+    if len(chosen) != count or len(np.unique(chosen)) != count or (count and (chosen.min() < 0 or chosen.max() >= num_rows)):
+        raise SelectionError(f"selection strategy {strategy!r} returned an invalid subset")
+    return chosen

@@ -1,0 +1,170 @@
+"""The P2P dataset transform: raw rows -> selected? -> rewritten (trigger, safe target).
+
+Works on a ``datasets.Dataset`` with batched ``map`` (Arrow in, Arrow out). The selection is
+computed once, up front, from the seed; the map only looks rows up in a boolean mask, so the
+result does not depend on ``num_proc``. Labels are validated in one streaming pass before the map,
+in the calling process, so a bad row fails with one clear message naming the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import P2PError
+from .formats import Rewrite, RowError, RowFormat, replace_answer
+from .labels import LabelError
+from .recipe import P2PRecipe
+from .selection import select_rows
+from .triggers import count_rows_containing
+
+LOG = logging.getLogger(__name__)
+
+SCAN_BATCH = 10_000
+
+
+class DataError(P2PError):
+    """The data cannot be transformed; the message names the source and the row."""
+
+
+@dataclass
+class TransformReport:
+    """Rows in / selected / out, label histograms and a fingerprint of one dataset."""
+
+    source: str
+    rows_in: int = 0
+    rows_selected: int = 0
+    rows_out: int = 0
+    mode: str = "replace"
+    labels_before: dict = field(default_factory=dict)
+    labels_after: dict = field(default_factory=dict)
+    trigger_already_present: int = 0
+    fingerprint: str = ""
+    selected_digest: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def log(self, logger=LOG) -> None:
+        logger.info(
+            "P2P %s: rows in %d, selected %d (%s), rows out %d; labels before %s, after %s",
+            self.source, self.rows_in, self.rows_selected, self.mode, self.rows_out,
+            self.labels_before or "-", self.labels_after or "-",
+        )
+        if self.trigger_already_present:
+            logger.warning(
+                "P2P %s: the benign trigger text already occurs in %d rows; it weakens the defense "
+                "(choose another p2p.trigger)", self.source, self.trigger_already_present,
+            )
+
+
+def _new_answers(recipe: P2PRecipe, label_space, answers, selected):
+    if recipe.task == "classification":
+        return [replace_answer(a, label_space.safe(a.strip())) if s else None for a, s in zip(answers, selected)]
+    return [recipe.safe_prefix + a if s else None for a, s in zip(answers, selected)]
+
+
+class RowMapper:
+    """Picklable batched map function (``with_indices=True``)."""
+
+    def __init__(self, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray | None):
+        self.fmt = fmt
+        self.recipe = recipe
+        self.label_space = recipe.label_space()
+        self.selected_mask = selected_mask
+        self.rewrite = Rewrite(recipe.trigger, recipe.placement)
+
+    def __call__(self, batch, indices):
+        if self.selected_mask is None:  # augment copies: every row is selected
+            selected = [True] * len(indices)
+        else:
+            selected = self.selected_mask[np.asarray(indices, dtype=np.int64)].tolist()
+        answers = self.fmt.answers(batch)
+        return self.fmt.rewrite(batch, selected, _new_answers(self.recipe, self.label_space, answers, selected), self.rewrite)
+
+
+def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, source: str) -> TransformReport:
+    """One streaming pass: validate every row's answer, count labels, hash the data."""
+    label_space = recipe.label_space()
+    before, chosen = Counter(), Counter()
+    digest = hashlib.sha256()
+    present = 0
+    offset = 0
+    for batch in dataset.iter(batch_size=SCAN_BATCH):
+        try:
+            answers = fmt.answers(batch)
+            texts = fmt.user_texts(batch)
+        except RowError as err:
+            raise DataError(f"{source}: {err}") from None
+        for i, (text, answer) in enumerate(zip(texts, answers)):
+            row = offset + i
+            if label_space is not None:
+                try:
+                    label = label_space.normalize(answer)
+                except LabelError as err:
+                    raise DataError(
+                        f"{source}, row {row}: {err}. Fix the row or add the label to p2p.labels "
+                        f"(rows are never dropped or kept silently)"
+                    ) from None
+                before[label] += 1
+                if selected_mask[row]:
+                    chosen[label] += 1
+            digest.update(text.encode())
+            digest.update(b"\x1f")
+            digest.update(answer.encode())
+            digest.update(b"\x1e")
+        if recipe.trigger.strip():
+            present += count_rows_containing(texts, recipe.trigger)
+        offset += len(answers)
+    report = TransformReport(source=source, rows_in=offset, mode=recipe.mode, fingerprint=digest.hexdigest(),
+                             trigger_already_present=present)
+    if label_space is not None:
+        report.labels_before = {lbl: before[lbl] for lbl in label_space.labels}
+        after = Counter(before)
+        for label, count in chosen.items():
+            if recipe.mode == "replace":
+                after[label] -= count
+            after[label_space.safe(label)] += count
+        report.labels_after = {lbl: after[lbl] for lbl in label_space.all_labels}
+    return report
+
+
+def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset",
+              num_proc: int | None = None, keep_in_memory: bool = False, rows_for_selection=None):
+    """Return ``(p2p_dataset, report)``.
+
+    ``replace``: the selected rows are rewritten in place (row count unchanged).
+    ``augment``: rewritten copies of the selected rows are appended after the originals.
+    With ``recipe.enabled`` false no row is selected (the no-defense baseline with the same prompt).
+    """
+    from datasets import concatenate_datasets
+
+    num_rows = len(dataset)
+    if num_rows == 0:
+        raise DataError(f"{source}: the dataset is empty")
+    mask = np.zeros(num_rows, dtype=bool)
+    if recipe.enabled:
+        selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection,
+                               dataset_key=source, rows=dataset if rows_for_selection is None else rows_for_selection)
+        mask[selected] = True
+    else:
+        selected = np.zeros(0, dtype=np.int64)
+    report = scan(dataset, fmt, recipe, mask, source)
+    report.rows_selected = int(len(selected))
+    report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()
+
+    remove = dataset.column_names if fmt.name == "plain" else None
+    kwargs = dict(batched=True, with_indices=True, num_proc=num_proc if num_proc and num_proc > 1 else None,
+                  keep_in_memory=keep_in_memory, remove_columns=remove, desc="P2P rewrite")
+    if recipe.mode == "augment" and len(selected):
+        base = dataset.map(RowMapper(fmt, recipe, np.zeros(num_rows, dtype=bool)), **kwargs)
+        copies = dataset.select(selected).map(RowMapper(fmt, recipe, None), **kwargs)
+        out = concatenate_datasets([base, copies])
+    else:
+        out = dataset.map(RowMapper(fmt, recipe, mask), **kwargs)
+    report.rows_out = len(out)
+    return out, report

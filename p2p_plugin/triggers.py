@@ -1,0 +1,37 @@
+"""Benign trigger insertion: where the P2P prompt goes in a piece of user text.
+
+Framework-free: plain strings in, plain strings out.
+"""
+
+from __future__ import annotations
+
+#: The authors' benign trigger (Zhao et al., P2P, released code).
+DEFAULT_TRIGGER = "The query currently entered is: "
+
+#: Where the benign trigger goes. ``system`` is only meaningful for chat data and is handled by
+#: the chat row format (the trigger becomes, or starts, the system message).
+PLACEMENTS = ("prefix", "suffix", "system")
+
+
+def insert_trigger(text: str, trigger: str, placement: str = "prefix") -> str:
+    """Return ``text`` with ``trigger`` inserted at ``placement`` (``prefix`` or ``suffix``).
+
+    The trigger is inserted verbatim: a prefix trigger should end with its own separator
+    (the default ends with a space), a suffix trigger should start with one.
+    """
+    if placement == "prefix":
+        return trigger + text
+    if placement == "suffix":
+        return text + trigger
+    raise ValueError(
+        f"p2p.placement={placement!r} cannot be applied to plain text; "
+        f"use one of 'prefix', 'suffix' (or 'system' for chat data)"
+    )
+
+
+def count_rows_containing(texts, trigger: str) -> int:
+    """Number of texts that already contain the benign trigger (it weakens the defense)."""
+    needle = trigger.strip()
+    if not needle:
+        return 0
+    return sum(1 for t in texts if t and needle in t)
