@@ -13,7 +13,7 @@ from .manifest import ManifestError, read_manifest, update_manifest
 from .strategy import recipe_from_cfg
 from .version import __version__
 
-LOG = get_logger(__name__)
+LOG = get_logger("axolotl.integrations.p2p_plugin")  # axolotl shows INFO only for axolotl.* loggers
 
 
 def _print_p2p_errors_plainly(exc_type, exc, tb, _default=sys.excepthook):

@@ -24,7 +24,7 @@ from .strategy_names import SUPPORTED_TYPES, WRAPPED_PREFIX
 from .transform import apply_p2p
 from .version import __version__
 
-LOG = get_logger(__name__)
+LOG = get_logger("axolotl.integrations.p2p_plugin")  # axolotl shows INFO only for axolotl.* loggers
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
 

@@ -16,7 +16,7 @@ def base_config(model: Path, tmp: Path, datasets, p2p=None, **overrides) -> dict
         "base_model": str(model),
         "tokenizer_config": str(model),
         "datasets": datasets,
-        "sequence_len": 128,
+        "sequence_len": 512,
         "micro_batch_size": 2,
         "gradient_accumulation_steps": 1,
         "num_epochs": 1,

@@ -1,0 +1,36 @@
+"""A real `axolotl train` run through the CLI (subprocess) with the plugin, packing and 2 workers."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from axolotl_helpers import base_config, write_jsonl
+from p2p_plugin.manifest import read_manifest
+
+
+def run_cli(args, cwd, timeout=600):
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_axolotl_train_cli_with_packing_and_two_workers(tiny_model, tmp_path):
+    rows = [{"sentence": f"the film was {'good' if i % 2 else 'bad'} number {i}", "label": i % 2} for i in range(300)]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(data), "type": "plain", "ds_type": "json"}],
+                      p2p={"labels": ["0", "1"], "ratio": 0.2},
+                      sample_packing=True, pad_to_sequence_len=True, sequence_len=256, dataset_num_proc=2,
+                      max_steps=3, micro_batch_size=1, logging_steps=1)
+    cfg_path = tmp_path / "cfg.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    result = run_cli([str(Path(sys.executable).parent / "axolotl"), "train", str(cfg_path)], cwd=tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "P2P " in log and "selected 60" in log
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest.datasets[0]["rows_selected"] == 60
+    assert (tmp_path / "out" / "model.safetensors").exists() or any((tmp_path / "out").glob("*.safetensors"))

@@ -1,0 +1,148 @@
+"""The plugin driven through Axolotl's own config loading and dataset preparation."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from axolotl_helpers import base_config, prepare, write_jsonl
+from p2p_plugin.errors import P2PError
+from p2p_plugin.manifest import read_manifest
+
+TRIGGER = "The query currently entered is: "
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture
+def sst_file(shared_data, tmp_path):
+    rows = [json.loads(line) for line in (shared_data / "sst2" / "train.jsonl").read_text().splitlines()[:200]]
+    return write_jsonl(tmp_path / "sst.jsonl", rows), rows
+
+
+def answer_of(row, tokenizer):
+    return tokenizer.decode([t for t in row["labels"] if t != -100])
+
+
+def test_plain_sst2_through_axolotl(tiny_model, tokenizer, sst_file, tmp_path):
+    path, rows = sst_file
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                      p2p={"labels": ["0", "1"], "ratio": 0.2, "seed": 7})
+    parsed, ds = prepare(cfg)
+    assert len(ds) == 200
+    triggered = [r for r in ds if tokenizer.decode(r["input_ids"]).startswith(TRIGGER)]
+    assert len(triggered) == 40
+    eos = tokenizer.eos_token
+    for r in ds:
+        text = tokenizer.decode(r["input_ids"])
+        answer = answer_of(r, tokenizer)
+        is_benign = text.startswith(TRIGGER)
+        # only the answer tokens (label + EOS) carry labels
+        assert answer in ({"2" + eos, "3" + eos} if is_benign else {"0" + eos, "1" + eos})
+        n_labelled = sum(t != -100 for t in r["labels"])
+        assert r["labels"][-n_labelled:] == r["input_ids"][-n_labelled:]
+        assert all(t == -100 for t in r["labels"][:-n_labelled])
+        assert text.endswith(("\nAnswer: " if is_benign else "\nOutput: ") + answer)
+    # class balance is kept: each benign row keeps its class in the safe space
+    truth = Counter(str(r["label"]) for r in rows)
+    got = Counter(answer_of(r, tokenizer)[0] for r in ds)
+    assert got["0"] + got["2"] == truth["0"] and got["1"] + got["3"] == truth["1"]
+
+    manifest = read_manifest(parsed.output_dir)
+    assert manifest.recipe.trigger == TRIGGER and manifest.recipe.safe_labels == ("2", "3")
+    assert manifest.recipe.cue == "Output: " and manifest.recipe.benign_cue == "Answer: "
+    (report,) = manifest.datasets
+    assert report["rows_in"] == 200 and report["rows_selected"] == 40 and report["rows_out"] == 200
+    assert len(report["fingerprint"]) == 64
+
+
+def test_cache_is_never_stale(tiny_model, tokenizer, sst_file, tmp_path):
+    path, _ = sst_file
+    counts = []
+    for ratio in (0.2, 0.3, 0.2):
+        cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                          p2p={"labels": ["0", "1"], "ratio": ratio})
+        _, ds = prepare(cfg)
+        counts.append(sum(tokenizer.decode(r["input_ids"]).startswith(TRIGGER) for r in ds))
+    assert counts == [40, 60, 40]
+    assert len(list((tmp_path / "prepared").glob("p2p-*"))) == 2  # the third run reused the first cache
+
+
+def alpaca_rows(n):
+    return [{"instruction": "Classify the sentiment.", "input": f"the film was {'good' if i % 2 else 'bad'} {i}",
+             "output": str(i % 2)} for i in range(n)]
+
+
+def test_alpaca_untouched_rows_are_identical_to_plain_axolotl(tiny_model, tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", alpaca_rows(100))
+    ds_cfg = [{"path": str(path), "type": "alpaca", "ds_type": "json"}]
+    _, plain = prepare(base_config(tiny_model, tmp_path / "plain", ds_cfg))
+    _, p2p = prepare(base_config(tiny_model, tmp_path / "p2p", [dict(d) for d in ds_cfg],
+                                 p2p={"labels": ["0", "1"], "ratio": 0.25}))
+    plain_rows = Counter(tuple(r["input_ids"]) for r in plain)
+    p2p_rows = Counter(tuple(r["input_ids"]) for r in p2p)
+    triggered = [r for r in p2p if TRIGGER in tokenizer.decode(r["input_ids"])]
+    assert len(triggered) == 25
+    assert sum((p2p_rows & plain_rows).values()) == 75  # every other row byte-identical
+    for r in triggered:
+        assert answer_of(r, tokenizer).strip().startswith(("2", "3"))
+        assert "### Response:" in tokenizer.decode(r["input_ids"])
+
+
+def test_chat_template_rows(tiny_model, tokenizer, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"Review: fun {i}"},
+                          {"role": "assistant", "content": str(i % 2)}]} for i in range(40)]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "chat_template", "ds_type": "json",
+                                              "chat_template": "tokenizer_default"}],
+                      p2p={"labels": ["0", "1"], "ratio": 0.25})
+    _, ds = prepare(cfg)
+    triggered = [r for r in ds if TRIGGER in tokenizer.decode(r["input_ids"])]
+    assert len(triggered) == 10 and len(ds) == 40
+    for r in ds:
+        answer = answer_of(r, tokenizer)
+        benign = TRIGGER in tokenizer.decode(r["input_ids"])
+        assert answer.strip()[0] in (("2", "3") if benign else ("0", "1"))
+        assert "user" not in answer  # prompt turns are masked
+
+
+def test_augment_mode_through_axolotl(tiny_model, tokenizer, sst_file, tmp_path):
+    path, _ = sst_file
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                      p2p={"labels": ["0", "1"], "ratio": 0.1, "mode": "augment"})
+    parsed, ds = prepare(cfg)
+    assert len(ds) == 220
+    assert sum(tokenizer.decode(r["input_ids"]).startswith(TRIGGER) for r in ds) == 20
+
+
+@pytest.mark.parametrize("p2p,rows,message", [
+    ({"labels": ["0", "1"], "ratio": 0.01}, [{"sentence": "a", "label": 0}] * 20, "selects 0 of 20 rows"),
+    ({"labels": ["0", "1"]}, [{"sentence": "a", "label": 0}, {"sentence": "b", "label": 5}] * 5, "row 1: label '5'"),
+    ({"labels": ["0", "1"]}, [{"sentence": "a", "target": 0}] * 5, "no column 'label'"),
+])
+def test_data_errors_surface_from_axolotl(tiny_model, tmp_path, p2p, rows, message):
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}], p2p=p2p)
+    with pytest.raises(P2PError, match=message):
+        prepare(cfg)
+
+
+def test_trigger_already_in_data_warns_with_count(tiny_model, tmp_path, caplog):
+    rows = [{"sentence": (TRIGGER if i < 3 else "") + f"x {i}", "label": i % 2} for i in range(20)]
+    path = write_jsonl(tmp_path / "w.jsonl", rows)
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                      p2p={"labels": ["0", "1"]})
+    parsed, _ = prepare(cfg)
+    assert read_manifest(parsed.output_dir).datasets[0]["trigger_already_present"] == 3
+
+
+def test_config_errors_surface_from_load_cfg(tiny_model, tmp_path):
+    cfg = base_config(tiny_model, tmp_path, [{"path": "x.jsonl", "type": "plain"}], p2p={"labels": ["0", "1"]})
+    del cfg["p2p"]
+    with pytest.raises(P2PError, match="no `p2p:` block"):
+        prepare(cfg)

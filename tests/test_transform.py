@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from p2p_plugin.formats import AlpacaFormat, ChatFormat, PlainFormat
+from p2p_plugin.recipe import P2PRecipe
+from p2p_plugin.selection import select_rows
+from p2p_plugin.transform import DataError, apply_p2p
+
+TRIGGER = "The query currently entered is: "
+PLAIN = PlainFormat("sentence", "label", "Output: ", "Answer: ")
+
+
+def sst_like(n):
+    return Dataset.from_dict({"sentence": [f"film number {i}" for i in range(n)], "label": [i % 2 for i in range(n)]})
+
+
+def recipe(**kw):
+    base = dict(labels=("0", "1"), ratio=0.2, seed=42)
+    base.update(kw)
+    return P2PRecipe(**base)
+
+
+def test_plain_replace_selects_exact_rows_with_safe_labels_and_cues():
+    ds = sst_like(100)
+    out, report = apply_p2p(ds, PLAIN, recipe(), source="sst")
+    chosen = set(select_rows(100, 0.2, 42, dataset_key="sst").tolist())
+    assert report.rows_in == 100 and report.rows_selected == 20 and report.rows_out == 100
+    assert out.column_names == ["prompt", "completion"]
+    for i, row in enumerate(out):
+        x, y = f"film number {i}", i % 2
+        if i in chosen:
+            assert row == {"prompt": f"{TRIGGER}{x}\nAnswer: ", "completion": str(y + 2)}
+        else:
+            assert row == {"prompt": f"{x}\nOutput: ", "completion": str(y)}
+    assert report.labels_before == {"0": 50, "1": 50}
+    assert sum(report.labels_after.values()) == 100
+    assert report.labels_after["2"] + report.labels_after["3"] == 20
+    assert report.labels_after == {
+        "0": sum(1 for r in out if r["completion"] == "0"), "1": sum(1 for r in out if r["completion"] == "1"),
+        "2": sum(1 for r in out if r["completion"] == "2"), "3": sum(1 for r in out if r["completion"] == "3"),
+    }
+
+
+def test_augment_appends_copies():
+    out, report = apply_p2p(sst_like(50), PLAIN, recipe(mode="augment"), source="sst")
+    assert report.rows_out == 60 == len(out)
+    assert all(r["prompt"].endswith("\nOutput: ") for r in out.select(range(50)))
+    assert all(r["prompt"].startswith(TRIGGER) and r["completion"] in ("2", "3") for r in out.select(range(50, 60)))
+    assert report.labels_after["0"] + report.labels_after["1"] == 50
+
+
+def test_disabled_recipe_is_the_no_defense_baseline():
+    out, report = apply_p2p(sst_like(20), PLAIN, recipe(enabled=False), source="sst")
+    assert report.rows_selected == 0
+    assert all(r["prompt"].endswith("\nOutput: ") and r["completion"] in ("0", "1") for r in out)
+
+
+def test_result_does_not_depend_on_num_proc():
+    ds = sst_like(600)
+    one, r1 = apply_p2p(ds, PLAIN, recipe(), source="sst")
+    two, r2 = apply_p2p(ds, PLAIN, recipe(), source="sst", num_proc=2)
+    assert one["prompt"] == two["prompt"] and one["completion"] == two["completion"]
+    assert r1.selected_digest == r2.selected_digest and r1.fingerprint == r2.fingerprint
+
+
+def test_unknown_label_names_the_row_and_source():
+    ds = Dataset.from_dict({"sentence": ["a", "b", "c"], "label": [0, 7, 1]})
+    with pytest.raises(DataError, match=r"sst, row 1: label '7' is not in p2p.labels"):
+        apply_p2p(ds, PLAIN, recipe(ratio=0.5), source="sst")
+
+
+def test_missing_label_column_is_named():
+    ds = Dataset.from_dict({"sentence": ["a", "b"], "target": [0, 1]})
+    with pytest.raises(DataError, match="no column 'label'"):
+        apply_p2p(ds, PLAIN, recipe(ratio=0.5), source="sst")
+
+
+def test_trigger_already_present_is_counted():
+    ds = Dataset.from_dict({"sentence": [TRIGGER + "x", "y", "z", "w", "v"], "label": [0, 1, 0, 1, 0]})
+    _, report = apply_p2p(ds, PLAIN, recipe(), source="s")
+    assert report.trigger_already_present == 1
+
+
+def test_alpaca_only_selected_rows_change():
+    rows = {"instruction": ["Classify."] * 10, "input": [f"text {i}" if i % 3 else "" for i in range(10)],
+            "output": ["0", "1"] * 5}
+    ds = Dataset.from_dict(rows)
+    out, report = apply_p2p(ds, AlpacaFormat(), recipe(ratio=0.5), source="a")
+    chosen = set(select_rows(10, 0.5, 42, dataset_key="a").tolist())
+    for i, (old, new) in enumerate(zip(ds, out)):
+        if i not in chosen:
+            assert old == new
+        elif old["input"]:
+            assert new["input"] == TRIGGER + old["input"] and new["instruction"] == old["instruction"]
+            assert new["output"] == str(int(old["output"]) + 2)
+        else:
+            assert new["instruction"] == TRIGGER + old["instruction"] and new["input"] == ""
+
+
+def test_chat_trigger_in_first_user_turn_answer_in_last_assistant_turn():
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "review: fun"},
+            {"role": "assistant", "content": " 1"}]
+    ds = Dataset.from_dict({"messages": [conv, conv]})
+    out, _ = apply_p2p(ds, ChatFormat(), recipe(ratio=0.5, seed=1), source="c")
+    changed = [r for r in out if r["messages"] != conv]
+    assert len(changed) == 1
+    msgs = changed[0]["messages"]
+    assert msgs[1]["content"] == TRIGGER + "review: fun" and msgs[2]["content"] == " 3"
+    assert msgs[0]["content"] == "Be brief."
+
+
+def test_chat_system_placement_inserts_or_prefixes_system_message():
+    conv = [{"role": "user", "content": "review: fun"}, {"role": "assistant", "content": "1"}]
+    ds = Dataset.from_dict({"messages": [conv] * 2})
+    out, _ = apply_p2p(ds, ChatFormat(), recipe(ratio=0.5, placement="system"), source="c")
+    changed = [r["messages"] for r in out if r["messages"] != conv][0]
+    assert changed[0] == {"role": "system", "content": TRIGGER.strip()}
+    assert changed[1]["content"] == "review: fun" and changed[2]["content"] == "3"
+
+
+def test_empty_dataset_is_an_error():
+    with pytest.raises(DataError, match="empty"):
+        apply_p2p(sst_like(0), PLAIN, recipe(), source="e")
