@@ -100,7 +100,7 @@ def bar_chart(results: dict[str, dict], path) -> Path:
     ax.set_xticks(range(len(rows)), names, fontsize=8)
     ax.set_ylim(0, 110)
     ax.set_ylabel("%")
-    ax.set_title("Clean accuracy (CA) and attack success rate (ASR), 95% CI")
+    ax.set_title("CA and ASR (projected), 95% CI")
     ax.legend()
     fig.tight_layout()
     path = Path(path)

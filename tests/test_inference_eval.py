@@ -1,0 +1,98 @@
+"""Inference prompts equal training prompts; the evaluator and the demo run end to end."""
+
+import json
+from argparse import Namespace
+
+import pytest
+
+from axolotl_helpers import base_config, prepare, write_jsonl
+from p2p_plugin.errors import P2PError
+from p2p_plugin.manifest import ManifestError, read_manifest
+from p2p_plugin.prompting import encode_prompts
+from p2p_plugin.prompts import chat_messages, plain_prompt
+from p2p_plugin.recipe import P2PRecipe
+
+
+def test_inference_prompt_is_the_training_prompt(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [{"sentence": f"a film {i} that was {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(50)]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    parsed, ds = prepare(base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                                     p2p={"labels": ["0", "1"], "ratio": 0.2}))
+    recipe = read_manifest(parsed.output_dir).recipe
+    trained = {tuple(ids[: labels.index(next(l for l in labels if l != -100))])
+               for ids, labels in zip(ds["input_ids"], ds["labels"])}
+    benign = 0
+    for row in rows:
+        as_benign = tuple(encode_prompts(tok, [plain_prompt(recipe, row["sentence"], True)])[0])
+        as_plain = tuple(encode_prompts(tok, [plain_prompt(recipe, row["sentence"], False)])[0])
+        assert (as_benign in trained) != (as_plain in trained)
+        benign += as_benign in trained
+    assert benign == 10
+
+
+def test_chat_messages_place_the_trigger_like_training():
+    recipe = P2PRecipe(labels=("0", "1"), placement="system")
+    msgs = chat_messages(recipe, [{"role": "user", "content": "hi"}])
+    assert msgs == [{"role": "system", "content": recipe.trigger.strip()}, {"role": "user", "content": "hi"}]
+    prefix = chat_messages(P2PRecipe(labels=("0", "1")), [{"role": "user", "content": "hi"}])
+    assert prefix == [{"role": "user", "content": recipe.trigger + "hi"}]
+
+
+def demo_args(model, out, data_dir, **kw):
+    args = dict(model=str(model), data_dir=str(data_dir), out=str(out), train_rows=60, eval_rows=16,
+                attack="badnets", poison_rate=0.1, target="1", ratio=0.2, epochs=1, lr=1e-3,
+                micro_batch_size=2, sequence_len=256, max_steps=2, seed=0)
+    args.update(kw)
+    return Namespace(**args)
+
+
+def test_scaled_down_demo_runs_and_resumes(tiny_model, shared_data, tmp_path, capsys):
+    from p2p_plugin.demo import run_demo
+
+    results = run_demo(demo_args(tiny_model, tmp_path / "demo", shared_data))
+    assert set(results) == {"no-defense", "p2p"}
+    assert set(results["p2p"]["readings"]) == {"p2p", "no benign trigger"}
+    assert set(results["no-defense"]["readings"]) == {"no benign trigger"}
+    for res in results.values():
+        for reading in res["readings"].values():
+            assert reading["n_clean"] == 16 and 0 <= reading["ca"]["projected"]["value"] <= 1
+            assert reading["asr"]["projected"]["n"] == 16
+    assert (tmp_path / "demo" / "demo_results.png").stat().st_size > 1000
+    manifest = read_manifest(tmp_path / "demo" / "p2p")
+    assert manifest.recipe.enabled and manifest.datasets[0]["rows_selected"] == 12
+    assert not read_manifest(tmp_path / "demo" / "no-defense").recipe.enabled
+    sidecar = json.loads((tmp_path / "demo" / "attack" / "attack.json").read_text())
+    assert sidecar["train"]["rows_poisoned"] == 6
+    capsys.readouterr()
+    run_demo(demo_args(tiny_model, tmp_path / "demo", shared_data))
+    assert capsys.readouterr().out.count("already trained") == 2
+
+
+def test_eval_errors(tiny_model, shared_data, tmp_path):
+    from p2p_plugin.evaluate import evaluate_classification
+    from p2p_plugin.inference import P2PModel
+
+    with pytest.raises(ManifestError, match="no p2p_manifest.json"):
+        P2PModel.load(tmp_path)
+    out = tmp_path / "m"
+    P2PRecipe(labels=("0", "1"))
+    from p2p_plugin.manifest import P2PManifest
+
+    P2PManifest(P2PRecipe(labels=("0", "1"), safe_labels=("2", "3")), "0").write(out)
+    import shutil
+
+    for f in tiny_model.iterdir():
+        shutil.copy(f, out / f.name)
+    model = P2PModel.load(out)
+    rows = [{"sentence": "x", "label": 0}]
+    with pytest.raises(P2PError, match="target '7' is not in"):
+        evaluate_classification(model, rows, rows, "7")
+    with pytest.raises(P2PError, match="clean test set is empty"):
+        evaluate_classification(model, [], rows, "1")
+    with pytest.raises(P2PError, match="no field 'sentence'"):
+        evaluate_classification(model, [{"text": "x", "label": 0}], rows, "1")
+    preds = model.classify(["a", "b", "c"])
+    assert all(p.raw in ("0", "1", "2", "3") and p.projected in ("0", "1") for p in preds)
