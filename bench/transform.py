@@ -113,7 +113,7 @@ class RssSampler(threading.Thread):
         self.peak_rss = 0
         self.peak_anon = 0
         self.samples = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def sample(self):
         info = self.proc.memory_info()
@@ -122,12 +122,12 @@ class RssSampler(threading.Thread):
         self.samples += 1
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.sample()
             time.sleep(self.interval)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join()
         self.sample()
 
@@ -195,10 +195,14 @@ def measure(path: Path, fmt: str, repeats: int) -> dict:
         queue = ctx.Queue()
         proc = ctx.Process(target=_one_run, args=(str(path), fmt, queue))
         proc.start()
-        result = queue.get()
+        result = None
+        while result is None:
+            try:
+                result = queue.get(timeout=1.0)
+            except Exception:  # queue.Empty
+                if not proc.is_alive():
+                    raise SystemExit(f"{fmt} run died with exit code {proc.exitcode}") from None
         proc.join()
-        if proc.exitcode:
-            raise SystemExit(f"{fmt} run failed with exit code {proc.exitcode}")
         runs.append(result)
         print(f"  {fmt}: {result['rows_per_s']:,.0f} rows/s ({result['seconds']:.2f} s; scan {result['scan_s']:.2f} s), "
               f"RSS {result['rss_before_mb']:.0f} -> peak {result['rss_peak_mb']:.0f} MB "
@@ -229,7 +233,7 @@ def machine_info() -> dict:
         "nproc": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(),
         "mem_total_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "loadavg_at_start": os.getloadavg(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "datasets": datasets.__version__,

