@@ -90,7 +90,7 @@ def config(model: Path, data: Path, run_dir: Path, with_plugin: bool, num_proc) 
         "base_model": str(model),
         "tokenizer_config": str(model),
         "datasets": [{"path": str(data), "ds_type": "json", "type": "alpaca"}],
-        "sequence_len": 128,
+        "sequence_len": 512,
         "micro_batch_size": 2,
         "gradient_accumulation_steps": 1,
         "num_epochs": 1,
@@ -116,6 +116,30 @@ def config(model: Path, data: Path, run_dir: Path, with_plugin: bool, num_proc) 
 
 
 P2P_LINE = re.compile(r"P2P \S+: rows in (\d+), selected (\d+)")
+STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", re.M)
+MARKERS = {  # first log line containing the text -> phase boundary
+    "load_start": "Loading raw datasets",
+    "tokenized": "min_input_len",
+    "saved": "check_dataset_labels",
+}
+
+
+def phases(log: str) -> dict:
+    """Seconds between Axolotl's own log lines: raw load + (P2P) + tokenization, and drop + save."""
+    stamps = {}
+    for line in log.splitlines():
+        match = STAMP.match(line)
+        if not match:
+            continue
+        for key, text in MARKERS.items():
+            if key not in stamps and text in line:
+                stamps[key] = _dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    out = {}
+    if "load_start" in stamps and "tokenized" in stamps:
+        out["load_tokenize_s"] = stamps["tokenized"] - stamps["load_start"]
+    if "tokenized" in stamps and "saved" in stamps:
+        out["filter_save_s"] = stamps["saved"] - stamps["tokenized"]
+    return out
 
 
 def run_once(model: Path, data: Path, arm: str, idx: int, num_proc, timeout: int) -> dict:
@@ -147,6 +171,9 @@ def run_once(model: Path, data: Path, arm: str, idx: int, num_proc, timeout: int
         "p2p_rows_in": int(match.group(1)) if match else None,
         "p2p_rows_selected": int(match.group(2)) if match else None,
         "manifest_in_prepared": any((run_dir / "prepared").rglob("p2p_manifest.json")),
+        "rows_out": rows_out,
+        "worker_spawns": log.count("KernelPreference"),  # one warning per spawned interpreter (main incl.)
+        **phases(log),
     }
     if arm == "with" and not match:
         raise SystemExit(f"with-plugin run {idx} shows no P2P report line; log: {run_dir / 'log.txt'}")
@@ -162,10 +189,19 @@ def compare(model, data, repeats, num_proc, timeout) -> dict:
             r = run_once(model, data, arm, i, num_proc, timeout)
             runs.append(r)
             extra = f", P2P selected {r['p2p_rows_selected']}/{r['p2p_rows_in']}" if r["p2p_rows_in"] else ""
-            print(f"  num_proc={num_proc} run {i} {arm:8s}: {r['wall_s']:.1f} s{extra}", flush=True)
+            print(f"  num_proc={num_proc} run {i} {arm:8s}: {r['wall_s']:.1f} s (load+tokenize "
+                  f"{r.get('load_tokenize_s', float('nan')):.1f} s, filter+save {r.get('filter_save_s', float('nan')):.1f} s, "
+                  f"interpreters {r['worker_spawns']}){extra}", flush=True)
     med = {arm: statistics.median(r["wall_s"] for r in runs if r["arm"] == arm) for arm in ("with", "without")}
     ratio = med["with"] / med["without"]
+    phase = {}
+    for key in ("load_tokenize_s", "filter_save_s"):
+        vals = {arm: [r[key] for r in runs if r["arm"] == arm and key in r] for arm in ("with", "without")}
+        if all(vals.values()):
+            phase[key] = {arm: statistics.median(v) for arm, v in vals.items()}
+            phase[key]["ratio"] = phase[key]["with"] / phase[key]["without"]
     return {
+        "phases_median": phase,
         "dataset_num_proc": num_proc,
         "runs": runs,
         "median_with_s": med["with"],
@@ -205,23 +241,38 @@ def write_markdown(result: dict, path: Path) -> None:
         "`HF_DATASETS_CACHE`; wall time of the whole process, imports included)",
         f"- Data: {result['data_source']}, alpaca rows, `type: alpaca`; with plugin adds "
         "`plugins: [p2p_plugin.P2PPlugin]`, `p2p: {labels: [\"0\", \"1\"]}` (ratio 0.2, replace)",
-        f"- Model: tiny Llama from tests/tiny_model.py, sequence_len 128; arms interleaved (with, without, ...), "
+        f"- Model: tiny Llama from tests/tiny_model.py, sequence_len 512; arms interleaved (with, without, ...), "
         f"{result['repeats']} runs per arm, medians",
         f"- Machine: nproc {m['nproc']}, {m['mem_total_gb']} GB RAM, load avg at start {m['loadavg_at_start']}, "
         f"Python {m['python']}, datasets {m['datasets']}, axolotl {m['axolotl']}, transformers {m['transformers']} "
         "(shared, noisy machine)",
         f"- Target: ratio with/without <= {TARGET_RATIO}",
         "",
-        "| dataset_num_proc | with: runs s | without: runs s | median with s | median without s | ratio | target |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset_num_proc | with: runs s | without: runs s | median with s | median without s | ratio | target "
+        "| load+tokenize s with / without (ratio) | filter+save s with / without |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in result["comparisons"]:
         runs = lambda arm: ", ".join(f"{r['wall_s']:.1f}" for r in c["runs"] if r["arm"] == arm)  # noqa: E731
         label = f"{c['dataset_num_proc']} (unset: Axolotl default = nproc)" if c["dataset_num_proc"] == "auto" else c["dataset_num_proc"]
         lines.append(f"| {label} | {runs('with')} | {runs('without')} | {c['median_with_s']:.1f} | "
-                     f"{c['median_without_s']:.1f} | {c['ratio']:.3f} | {'met' if c['target_met'] else 'NOT met'} |")
-    lines.append("")
+                     f"{c['median_without_s']:.1f} | {c['ratio']:.3f} | {'met' if c['target_met'] else 'NOT met'} | "
+                     + _phase(c, "load_tokenize_s", True) + " | " + _phase(c, "filter_save_s", False) + " |")
+    lines += [
+        "",
+        "Wall time = the whole `axolotl preprocess` process. The phase columns come from Axolotl's log timestamps: "
+        "load+tokenize = 'Loading raw datasets' -> 'min_input_len' (raw JSON load, the P2P scan + rewrite in the "
+        "with arm, tokenization); filter+save = -> 'check_dataset_labels' (length filter, save_to_disk).",
+        "",
+    ]
     path.write_text("\n".join(lines))
+
+
+def _phase(c, key, with_ratio):
+    p = c.get("phases_median", {}).get(key)
+    if not p:
+        return "-"
+    return f"{p['with']:.1f} / {p['without']:.1f}" + (f" ({p['ratio']:.2f})" if with_ratio else "")
 
 
 def main():

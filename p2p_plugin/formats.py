@@ -24,6 +24,8 @@ class Rewrite:
 
     trigger: str
     placement: str
+    answer_prefix: str | None = None
+    """generation on chat data: prefix EVERY trained assistant turn with this text."""
 
 
 def _require(batch: dict, column: str, fmt: str, hint: str) -> list:
@@ -199,7 +201,12 @@ class ChatFormat(RowFormat):
                 if idx is None:
                     raise RowError(f"conversation has no user turn (roles {list(self.user_roles)}) to put the trigger in")
                 messages[idx][self.content_key] = insert_trigger(messages[idx][self.content_key] or "", rewrite.trigger, rewrite.placement)
-            last = self._last(messages, self.assistant_roles, "assistant")
-            messages[last][self.content_key] = new
+            if rewrite.answer_prefix is not None:
+                for message in messages:
+                    if message.get(self.role_key) in self.assistant_roles and message.get("training", True) is not False:
+                        message[self.content_key] = rewrite.answer_prefix + (message[self.content_key] or "")
+            else:
+                last = self._last(messages, self.assistant_roles, "assistant")
+                messages[last][self.content_key] = new
             conversations.append(messages)
         return {self.field_messages: conversations}

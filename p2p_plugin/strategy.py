@@ -21,7 +21,7 @@ from .manifest import update_manifest
 from .prompting import PromptCompletionTokenizer
 from .recipe import P2PRecipe
 from .strategy_names import SUPPORTED_TYPES, WRAPPED_PREFIX
-from .transform import apply_p2p
+from .transform import apply_p2p, count_too_long
 from .version import __version__
 
 LOG = get_logger("axolotl.integrations.p2p_plugin")  # axolotl shows INFO only for axolotl.* loggers
@@ -86,11 +86,15 @@ class P2PDatasetStrategy(DatasetWrappingStrategy):
         source = dataset_source(self.ds_cfg)
         rewritten, report = apply_p2p(dataset, self.row_format, self.recipe, source=source,
                                       num_proc=process_count, keep_in_memory=bool(keep_in_memory))
-        report.log(LOG)
-        self._record(report.to_dict())
         tokenized = self._tokenize(rewritten, process_count, keep_in_memory)
         extra = [c for c in tokenized.column_names if c not in MODEL_COLUMNS]
-        return tokenized.remove_columns(extra) if extra else tokenized
+        if extra:
+            tokenized = tokenized.remove_columns(extra)
+        if self.cfg.get("sequence_len"):
+            count_too_long(tokenized, int(self.cfg["sequence_len"]), report)
+        report.log(LOG)
+        self._record(report.to_dict())
+        return tokenized
 
     def _tokenize(self, dataset, process_count, keep_in_memory):
         if self.fmt_name == "plain":

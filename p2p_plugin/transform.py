@@ -45,9 +45,15 @@ class TransformReport:
     trigger_already_present: int = 0
     fingerprint: str = ""
     selected_digest: str = ""
+    rows_too_long: int | None = None
+    """Rows longer than ``sequence_len`` after tokenization (Axolotl drops or truncates them)."""
+    triggered_too_long: int | None = None
+    """... of which carry the benign trigger."""
+    output_triggered: np.ndarray | None = field(default=None, repr=False)
+    """Boolean mask over the output rows: which carry the benign trigger (not serialized)."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "output_triggered"}
 
     def log(self, logger=LOG) -> None:
         logger.info(
@@ -55,6 +61,12 @@ class TransformReport:
             self.source, self.rows_in, self.rows_selected, self.mode, self.rows_out,
             self.labels_before or "-", self.labels_after or "-",
         )
+        if self.rows_too_long:
+            logger.warning(
+                "P2P %s: %d rows (%d of them with the benign trigger) are longer than sequence_len after "
+                "tokenization; Axolotl drops or truncates them (see excess_length_strategy)",
+                self.source, self.rows_too_long, self.triggered_too_long or 0,
+            )
         if self.trigger_already_present:
             logger.warning(
                 "P2P %s: the benign trigger text already occurs in %d rows; it weakens the defense "
@@ -76,7 +88,8 @@ class RowMapper:
         self.recipe = recipe
         self.label_space = recipe.label_space()
         self.selected_mask = selected_mask
-        self.rewrite = Rewrite(recipe.trigger, recipe.placement)
+        self.rewrite = Rewrite(recipe.trigger, recipe.placement,
+                               recipe.safe_prefix if recipe.task == "generation" else None)
 
     def __call__(self, batch, indices):
         if self.selected_mask is None:  # augment copies: every row is selected
@@ -133,6 +146,17 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, 
     return report
 
 
+def count_too_long(tokenized, sequence_len: int, report: TransformReport) -> None:
+    """Fill ``rows_too_long`` / ``triggered_too_long`` from the tokenized rows' lengths (Arrow, no copy)."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(tokenized.data.column("input_ids")).to_numpy(zero_copy_only=False)
+    too_long = lengths > sequence_len
+    report.rows_too_long = int(too_long.sum())
+    if report.output_triggered is not None and len(report.output_triggered) == len(lengths):
+        report.triggered_too_long = int((too_long & report.output_triggered).sum())
+
+
 def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset",
               num_proc: int | None = None, keep_in_memory: bool = False, rows_for_selection=None):
     """Return ``(p2p_dataset, report)``.
@@ -164,7 +188,9 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
         base = dataset.map(RowMapper(fmt, recipe, np.zeros(num_rows, dtype=bool)), **kwargs)
         copies = dataset.select(selected).map(RowMapper(fmt, recipe, None), **kwargs)
         out = concatenate_datasets([base, copies])
+        report.output_triggered = np.concatenate([np.zeros(num_rows, dtype=bool), np.ones(len(selected), dtype=bool)])
     else:
         out = dataset.map(RowMapper(fmt, recipe, mask), **kwargs)
+        report.output_triggered = mask
     report.rows_out = len(out)
     return out, report
