@@ -18,7 +18,8 @@ from pathlib import Path
 from .errors import P2PError
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1",
-               "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+               "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
+               "PYTHONUNBUFFERED": "1"}
 
 
 def add_demo_arguments(p):

@@ -21,7 +21,7 @@ import time
 import torch
 from transformers import Trainer, TrainerCallback
 
-WARM = int(os.environ.get("WARM", 20))
+WARM = int(os.environ.get("WARM", 20))  # steady-state window: steps WARM..max_steps
 CUDA = torch.cuda.is_available()
 S: dict = {"losses": [], "logs": [], "marks": {}}
 
@@ -39,23 +39,24 @@ _orig_step = Trainer.training_step
 
 
 def training_step(self, model, inputs, *args, **kwargs):
-    loss = _orig_step(self, model, inputs, *args, **kwargs)
     ids = inputs["input_ids"]
-    mask = inputs.get("attention_mask")
+    pid = inputs.get("position_ids")
     labels = inputs.get("labels")
+    pad = getattr(self.processing_class, "pad_token_id", None)
     if "nonpad" not in S:
         zero = torch.zeros((), dtype=torch.int64, device=ids.device)
         S.update(nonpad=zero.clone(), slots=0, rows=zero.clone(), trainable=zero.clone())
+        S["batch"] = {k: [list(v.shape), str(v.dtype)] for k, v in inputs.items() if torch.is_tensor(v)}
+        S["batch"]["pad_token_id"] = pad
+    # axolotl's packed batches (sdpa): no attention_mask; position_ids restart at 0 for every
+    # packed row; the tail of each bin is filled with pad_token_id
+    real = ids != pad if pad is not None else torch.ones_like(ids, dtype=torch.bool)
     S["slots"] += ids.numel()
-    if mask is not None:
-        S["nonpad"] += (mask != 0).sum()
-        # packed batches: attention_mask numbers the packed rows 1..k in each bin, 0 = padding
-        S["rows"] += mask.max(dim=-1).values.sum() if mask.dim() == 2 else mask.shape[0]
-    else:
-        S["nonpad"] += ids.numel()
-        S["rows"] += ids.shape[0]
+    S["nonpad"] += real.sum()
+    S["rows"] += ((pid == 0) & real).sum() if pid is not None else ids.shape[0]
     if labels is not None:
         S["trainable"] += (labels != -100).sum()
+    loss = _orig_step(self, model, inputs, *args, **kwargs)
     S["losses"].append(loss.detach().float().reshape(()))
     return loss
 
@@ -70,10 +71,11 @@ class Probe(TrainerCallback):
         if CUDA:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        S["warm"] = min(WARM, max(1, state.max_steps // 4))
         self._mark("begin", state)
 
     def on_step_end(self, args, state, control, **kw):
-        if state.global_step == WARM:
+        if state.global_step == S["warm"]:
             self._mark("warm", state)
         if state.global_step == state.max_steps:
             self._mark("end", state)
@@ -113,7 +115,7 @@ def summarize() -> dict:
     final = next((l for l in reversed(S["logs"]) if "train_runtime" in l), {})
     out = {
         "steps": len(losses),
-        "warm_step": WARM,
+        "warm_step": S.get("warm"),
         "nonfinite_loss_steps": bad,
         "zero_loss_steps": sum(1 for v in losses if v == 0.0),
         "loss_first10": sum(losses[:10]) / max(1, len(losses[:10])) if losses else None,
@@ -127,6 +129,7 @@ def summarize() -> dict:
         "marks": m,
         "logs": S["logs"],
         "device": torch.cuda.get_device_name(0) if CUDA else "cpu",
+        "batch": S.get("batch"),
     }
     if "begin" in m and "end" in m and "nonpad" in m["end"]:
         end = m["end"]
