@@ -211,6 +211,24 @@ def compare(model, data, repeats, num_proc, timeout) -> dict:
     }
 
 
+def plugin_source_digest() -> str:
+    """sha256 (12 hex) of p2p_plugin/**/*.py: which version of the (uncommitted) code was measured."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "p2p_plugin").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_head() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
 def machine_info() -> dict:
     import axolotl
     import datasets
@@ -235,7 +253,8 @@ def write_markdown(result: dict, path: Path) -> None:
     lines = [
         "# `axolotl preprocess` with vs without the P2P plugin",
         "",
-        f"- Date: {result['date']}",
+        f"- Date: {result['date']}; git HEAD {result['git_head']} (+ working tree; p2p_plugin sources "
+        f"sha256 {result['p2p_plugin_source_sha256_12']})",
         f"- Command: `{result['command']}`",
         f"- Per run: `{result['run_command']}` (fresh subprocess, fresh `dataset_prepared_path` and "
         "`HF_DATASETS_CACHE`; wall time of the whole process, imports included)",
@@ -302,6 +321,8 @@ def main():
         "data_file": str(data.relative_to(ROOT)),
         "model": str(model.relative_to(ROOT)),
         "machine": machine_info(),
+        "git_head": git_head(),
+        "p2p_plugin_source_sha256_12": plugin_source_digest(),
         "target_ratio": TARGET_RATIO,
         "comparisons": [],
     }

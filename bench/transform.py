@@ -27,6 +27,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -222,6 +223,24 @@ def measure(path: Path, fmt: str, repeats: int) -> dict:
     }
 
 
+def plugin_source_digest() -> str:
+    """sha256 (12 hex) of p2p_plugin/**/*.py: which version of the (uncommitted) code was measured."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "p2p_plugin").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_head() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
 def machine_info() -> dict:
     import axolotl
     import datasets
@@ -248,7 +267,8 @@ def write_markdown(result: dict, path: Path) -> None:
     lines = [
         "# P2P transform benchmark (`apply_p2p` alone)",
         "",
-        f"- Date: {result['date']}",
+        f"- Date: {result['date']}; git HEAD {result['git_head']} (+ working tree; p2p_plugin sources "
+        f"sha256 {result['p2p_plugin_source_sha256_12']})",
         f"- Command: `{result['command']}`",
         f"- Settings: {result['rows']:,} synthetic rows per format, Arrow stream file opened memory-mapped "
         f"(`Dataset.from_file`), single process (`num_proc=None`), `keep_in_memory=False`, HF caching disabled, "
@@ -299,6 +319,8 @@ def main():
         "rows": args.rows,
         "repeats": args.repeats,
         "machine": machine_info(),
+        "git_head": git_head(),
+        "p2p_plugin_source_sha256_12": plugin_source_digest(),
         "targets": {"rows_per_s": TARGET_ROWS_PER_S, "rss_growth_mb": TARGET_RSS_GROWTH_MB},
         "formats": [],
     }

@@ -19,6 +19,24 @@ from .triggers import DEFAULT_TRIGGER
 DEFAULT_SAFE_PREFIX = "Safe response:\n"
 
 
+class P2PEvalConfig(BaseModel):
+    """Live CA / ASR during training on small held-out clean and triggered sets (plain format rows)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clean: str = Field(description="JSON/JSONL file of clean test rows ({text_field, label_field}).")
+    triggered: str = Field(description="JSON/JSONL file of triggered non-target test rows (e.g. from `p2p attack`).")
+    target: str = Field(description="The attacker's target label (for ASR).")
+    steps: int = Field(default=50, ge=1, description="Evaluate every this many optimizer steps (and at the end).")
+    max_rows: int = Field(default=64, ge=1, description="Rows used from each file (keeps it cheap).")
+    batch_size: int = Field(default=16, ge=1, description="Inference batch size.")
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target_as_string(cls, value):
+        return str(value)
+
+
 class P2PConfig(BaseModel):
     """Settings of the P2P (Poison-to-Poison) backdoor defense."""
 
@@ -84,6 +102,12 @@ class P2PConfig(BaseModel):
         "The default ends with a newline so that BPE never merges it with the answer's first word.",
     )
 
+    eval: P2PEvalConfig | None = Field(
+        default=None,
+        description="Optional live evaluation: logs p2p/ca, p2p/asr (and the no-trigger fallback) to the "
+        "trainer's loggers every `steps` steps.",
+    )
+
     @field_validator("labels", "safe_labels", mode="before")
     @classmethod
     def _labels_as_strings(cls, value):
@@ -110,6 +134,10 @@ class P2PConfig(BaseModel):
             except LabelError as err:
                 raise ValueError(str(err)) from None
             self.safe_labels = list(space.safe_labels)
+            if self.eval is not None and self.eval.target not in self.labels:
+                raise ValueError(f"p2p.eval.target {self.eval.target!r} is not in p2p.labels {self.labels}")
+        elif self.eval is not None:
+            raise ValueError("p2p.eval (live CA/ASR) supports task: classification only; use `p2p eval` after training")
         elif not self.safe_prefix.strip():
             raise ValueError("p2p.safe_prefix must contain visible text for task: generation")
         return self

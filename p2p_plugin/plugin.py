@@ -40,6 +40,16 @@ class P2PPlugin(BasePlugin):
                  config.task, config.ratio, config.mode, config.selection, config.placement,
                  cfg["dataset_prepared_path"])
 
+    def add_callbacks_post_trainer(self, cfg, trainer):
+        block = cfg.get("p2p") or {}
+        if not block.get("eval"):
+            return []
+        from .args import P2PConfig
+        from .callbacks import P2PEvalCallback
+
+        config = P2PConfig.model_validate(block.to_dict() if hasattr(block, "to_dict") else dict(block))
+        return [P2PEvalCallback(trainer, config.recipe(), config.eval)]
+
     def post_trainer_create(self, cfg, trainer):
         if not trainer.is_world_process_zero():
             return

@@ -21,8 +21,11 @@ def run_cli(args, cwd, timeout=600):
 def test_axolotl_train_cli_with_packing_and_two_workers(tiny_model, tmp_path):
     rows = [{"sentence": f"the film was {'good' if i % 2 else 'bad'} number {i}", "label": i % 2} for i in range(300)]
     data = write_jsonl(tmp_path / "train.jsonl", rows)
+    clean = write_jsonl(tmp_path / "clean.jsonl", rows[:8])
+    triggered = write_jsonl(tmp_path / "trig.jsonl", [dict(r, sentence="mn " + r["sentence"]) for r in rows[:8:2]])
+    live_eval = {"clean": str(clean), "triggered": str(triggered), "target": "1", "steps": 2, "max_rows": 8}
     cfg = base_config(tiny_model, tmp_path, [{"path": str(data), "type": "plain", "ds_type": "json"}],
-                      p2p={"labels": ["0", "1"], "ratio": 0.2},
+                      p2p={"labels": ["0", "1"], "ratio": 0.2, "eval": live_eval},
                       sample_packing=True, pad_to_sequence_len=True, sequence_len=256, dataset_num_proc=2,
                       max_steps=3, micro_batch_size=1, logging_steps=1)
     cfg_path = tmp_path / "cfg.yml"
@@ -31,6 +34,8 @@ def test_axolotl_train_cli_with_packing_and_two_workers(tiny_model, tmp_path):
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert "P2P " in log and "selected 60" in log
+    # the live CA/ASR callback logged through the trainer (step 2; the final call lands after the progress bar closed)
+    assert log.count("'p2p/ca'") >= 1 and "'p2p/asr'" in log and "'p2p_no_trigger/asr'" in log
     manifest = read_manifest(tmp_path / "out")
     assert manifest.datasets[0]["rows_selected"] == 60
     assert (tmp_path / "out" / "model.safetensors").exists() or any((tmp_path / "out").glob("*.safetensors"))

@@ -30,6 +30,10 @@ def load_arms(work: Path) -> list[dict]:
         data = json.loads(path.read_text())
         entry = {"order": int(order), "kind": kind, "arm": arm}
         entry.update({k: data[k] for k in KEYS if k in data})
+        log = path.with_suffix(".log")
+        if log.exists():  # the plugin's own report, present when this arm prepared the data
+            entry["p2p_log"] = [line.split("] ", 3)[-1].strip() for line in log.read_text(errors="replace").splitlines()
+                                if "[axolotl.integrations.p2p_plugin] P2P " in line]
         if "losses" in data:
             entry["losses_every10"] = data["losses"][::10]
         arms.append(entry)

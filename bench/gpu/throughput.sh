@@ -72,12 +72,16 @@ status=0
 i=0
 declare -A last_dur
 prev=0
-for spec in $ARMS; do
+specs=($ARMS)
+for idx in "${!specs[@]}"; do
+  spec="${specs[$idx]}"
   i=$((i + 1))
   kind="${spec%%:*}"; arm="${spec##*:}"
   name="$(printf '%02d' $i)_${kind}_${arm}"
   now=$(( $(date +%s) - START ))
   est="${last_dur[$kind]:-$prev}"
+  # a base arm followed by its p2p arm only starts when both fit
+  [ "$arm" = base ] && [ "${specs[$((idx + 1))]:-}" = "$kind:p2p" ] && est=$(( est * 2 ))
   if [ $(( now + est * 11 / 10 )) -gt "$BUDGET_S" ]; then
     echo "skip $name: +${now}s, estimated ${est}s more would pass the ${BUDGET_S}s budget"
     echo "{\"skipped\": true, \"kind\": \"$kind\", \"arm\": \"$arm\", \"reason\": \"time budget\"}" > "$WORK/logs/$name.json"
