@@ -95,3 +95,22 @@ def select_rows(num_rows: int, ratio: float, seed: int, strategy: str = "random"
     if len(chosen) != count or len(np.unique(chosen)) != count or (count and (chosen.min() < 0 or chosen.max() >= num_rows)):
         raise SelectionError(f"selection strategy {strategy!r} returned an invalid subset")
     return chosen
+
+
+class RowView:
+    """What a content-aware strategy sees: batches of (user texts, answers), streamed from a
+    ``datasets.Dataset`` through a row format (or from plain lists, for tests)."""
+
+    def __init__(self, dataset=None, fmt=None, texts=None, answers=None, batch_size: int = 10_000):
+        self.dataset, self.fmt, self.batch_size = dataset, fmt, batch_size
+        self._texts, self._answers = texts, answers
+
+    def iter_batches(self):
+        if self.dataset is None:
+            yield list(self._texts), [str(a) for a in self._answers]
+            return
+        for batch in self.dataset.iter(batch_size=self.batch_size):
+            yield self.fmt.user_texts(batch), self.fmt.answers(batch)
+
+
+from . import shortcuts  # noqa: E402,F401  (registers avoid_shortcuts)

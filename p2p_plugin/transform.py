@@ -19,7 +19,7 @@ from .errors import P2PError
 from .formats import Rewrite, RowError, RowFormat, replace_answer
 from .labels import LabelError
 from .recipe import P2PRecipe
-from .selection import select_rows
+from .selection import RowView, select_rows
 from .triggers import count_rows_containing
 
 LOG = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     mask = np.zeros(num_rows, dtype=bool)
     if recipe.enabled:
         selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection,
-                               dataset_key=source, rows=dataset if rows_for_selection is None else rows_for_selection)
+                               dataset_key=source, rows=RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection)
         mask[selected] = True
     else:
         selected = np.zeros(0, dtype=np.int64)

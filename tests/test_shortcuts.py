@@ -1,0 +1,55 @@
+"""avoid_shortcuts keeps simulated poison out of the benign subset without knowing the trigger."""
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from p2p_plugin.attacks import ATTACKS, AttackSpec, poison_rows, read_rows
+from p2p_plugin.formats import PlainFormat
+from p2p_plugin.recipe import P2PRecipe
+from p2p_plugin.selection import RowView, select_rows
+from p2p_plugin.shortcuts import AvoidShortcutsSelection, flag_shortcut_words
+from p2p_plugin.transform import apply_p2p
+
+
+@pytest.fixture(scope="module")
+def sst_rows(shared_data):
+    rows = read_rows(shared_data / "sst2" / "train.jsonl")[:3000]
+    return rows
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+@pytest.mark.parametrize("rate,mode", [(0.1, "dirty"), (0.02, "dirty"), (0.1, "clean")])
+def test_no_poisoned_row_lands_in_the_benign_subset(sst_rows, attack, rate, mode):
+    spec = AttackSpec(name=attack, poison_rate=rate, target="1", label_mode=mode, seed=3,
+                      **({"words": ("mn",)} if attack == "badnets" else {}))
+    poisoned, idx = poison_rows(sst_rows, spec, "plain", "sentence", "label", ["0", "1"])
+    view = RowView(texts=[r["sentence"] for r in poisoned], answers=[r["label"] for r in poisoned])
+    chosen = set(AvoidShortcutsSelection().select(len(poisoned), 600, np.random.default_rng(0), rows=view).tolist())
+    random_chosen = set(select_rows(len(poisoned), 0.2, 0).tolist())
+    assert len(chosen) == 600
+    assert not chosen & set(idx)
+    assert random_chosen & set(idx)  # the realistic random subset does catch poison
+
+
+def test_natural_data_flags_few_words(sst_rows):
+    view = RowView(texts=[r["sentence"] for r in sst_rows], answers=[r["label"] for r in sst_rows])
+    flagged = flag_shortcut_words(view, min_rows=15, purity=0.98)
+    assert len(flagged) <= 3
+
+
+def test_falls_back_to_least_suspicious_when_the_clean_pool_is_small():
+    texts = ["mn a"] * 8 + ["b"] * 2
+    view = RowView(texts=texts, answers=["1"] * 10)
+    chosen = AvoidShortcutsSelection().select(10, 4, np.random.default_rng(0), rows=view)
+    assert {8, 9} <= set(chosen.tolist()) and len(chosen) == 4
+
+
+def test_strategy_runs_inside_the_transform():
+    ds = Dataset.from_dict({"sentence": [("mn " if i % 10 == 0 else "") + f"film {i % 7}" for i in range(200)],
+                            "label": [1 if i % 10 == 0 else i % 2 for i in range(200)]})
+    fmt = PlainFormat("sentence", "label", "Output: ", "Answer: ")
+    out, report = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), selection="avoid_shortcuts"), source="s")
+    benign = [r for r in out if r["prompt"].startswith("The query")]
+    assert report.rows_selected == 40 == len(benign)
+    assert not any(" mn " in " " + r["prompt"] for r in benign)
