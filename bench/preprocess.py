@@ -142,10 +142,10 @@ def phases(log: str) -> dict:
     return out
 
 
-def run_once(model: Path, data: Path, arm: str, idx: int, num_proc, timeout: int) -> dict:
+def run_once(model: Path, data: Path, arm: str, idx: int, num_proc, timeout: int, order: str = "interleaved") -> dict:
     import yaml
 
-    run_dir = WORK / "preprocess" / f"np-{num_proc}" / f"{idx:02d}-{arm}"
+    run_dir = WORK / "preprocess" / f"{order}-np-{num_proc}" / f"{idx:02d}-{arm}"  # removed first if present
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     cfg_path = run_dir / "cfg.yml"
@@ -182,16 +182,23 @@ def run_once(model: Path, data: Path, arm: str, idx: int, num_proc, timeout: int
     return result
 
 
-def compare(model, data, repeats, num_proc, timeout) -> dict:
-    runs = []
+def arm_order(repeats: int, order: str):
+    """interleaved: with, without, with, without, ...; abba: with, without, without, with, ..."""
     for i in range(repeats):
-        for arm in ("with", "without"):
-            r = run_once(model, data, arm, i, num_proc, timeout)
-            runs.append(r)
-            extra = f", P2P selected {r['p2p_rows_selected']}/{r['p2p_rows_in']}" if r["p2p_rows_in"] else ""
-            print(f"  num_proc={num_proc} run {i} {arm:8s}: {r['wall_s']:.1f} s (load+tokenize "
-                  f"{r.get('load_tokenize_s', float('nan')):.1f} s, filter+save {r.get('filter_save_s', float('nan')):.1f} s, "
-                  f"interpreters {r['worker_spawns']}){extra}", flush=True)
+        pair = ("with", "without") if order == "interleaved" or i % 2 == 0 else ("without", "with")
+        for arm in pair:
+            yield i, arm
+
+
+def compare(model, data, repeats, num_proc, timeout, order="interleaved") -> dict:
+    runs = []
+    for i, arm in arm_order(repeats, order):
+        r = run_once(model, data, arm, i, num_proc, timeout, order)
+        runs.append(r)
+        extra = f", P2P selected {r['p2p_rows_selected']}/{r['p2p_rows_in']}" if r["p2p_rows_in"] else ""
+        print(f"  num_proc={num_proc} run {i} {arm:8s}: {r['wall_s']:.1f} s (load+tokenize "
+              f"{r.get('load_tokenize_s', float('nan')):.1f} s, filter+save {r.get('filter_save_s', float('nan')):.1f} s, "
+              f"interpreters {r['worker_spawns']}){extra}", flush=True)
     med = {arm: statistics.median(r["wall_s"] for r in runs if r["arm"] == arm) for arm in ("with", "without")}
     ratio = med["with"] / med["without"]
     phase = {}
@@ -201,6 +208,7 @@ def compare(model, data, repeats, num_proc, timeout) -> dict:
             phase[key] = {arm: statistics.median(v) for arm, v in vals.items()}
             phase[key]["ratio"] = phase[key]["with"] / phase[key]["without"]
     return {
+        "order": order,
         "phases_median": phase,
         "dataset_num_proc": num_proc,
         "runs": runs,
@@ -260,7 +268,7 @@ def write_markdown(result: dict, path: Path) -> None:
         "`HF_DATASETS_CACHE`; wall time of the whole process, imports included)",
         f"- Data: {result['data_source']}, alpaca rows, `type: alpaca`; with plugin adds "
         "`plugins: [p2p_plugin.P2PPlugin]`, `p2p: {labels: [\"0\", \"1\"]}` (ratio 0.2, replace)",
-        f"- Model: tiny Llama from tests/tiny_model.py, sequence_len 512; arms interleaved (with, without, ...), "
+        f"- Model: tiny Llama from tests/tiny_model.py, sequence_len 512; arm order {result['order']}, "
         f"{result['repeats']} runs per arm, medians",
         f"- Machine: nproc {m['nproc']}, {m['mem_total_gb']} GB RAM, load avg at start {m['loadavg_at_start']}, "
         f"Python {m['python']}, datasets {m['datasets']}, axolotl {m['axolotl']}, transformers {m['transformers']} "
@@ -299,6 +307,8 @@ def main():
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-proc", default="auto", help="comma-separated: auto and/or integers")
+    parser.add_argument("--order", choices=("interleaved", "abba"), default="interleaved",
+                        help="interleaved: with, without, with, ...; abba: with, without, without, with, ...")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per preprocess run")
     parser.add_argument("--out", default=str(RESULTS / "preprocess.json"))
     args = parser.parse_args()
@@ -317,6 +327,7 @@ def main():
         "env": ENV,
         "rows": args.rows,
         "repeats": args.repeats,
+        "order": "with, without, with, without, ..." if args.order == "interleaved" else "with, without, without, with, ... (ABBA)",
         "data_source": source,
         "data_file": str(data.relative_to(ROOT)),
         "model": str(model.relative_to(ROOT)),
@@ -328,7 +339,7 @@ def main():
     }
     t0 = time.perf_counter()
     for num_proc in args.num_proc.split(","):
-        result["comparisons"].append(compare(model, data, args.repeats, num_proc.strip(), args.timeout))
+        result["comparisons"].append(compare(model, data, args.repeats, num_proc.strip(), args.timeout, args.order))
     result["total_s"] = time.perf_counter() - t0
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -10,16 +10,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from .errors import P2PError
+from .runs import OFFLINE_ENV, train_arm, training_config
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1",
-               "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
-               "PYTHONUNBUFFERED": "1"}
 
 
 def add_demo_arguments(p):
@@ -82,63 +78,6 @@ def _hub_sst2(work: Path, data_dir: Path) -> tuple[Path, Path]:
     return out / "train.jsonl", out / "dev.jsonl"
 
 
-def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool) -> dict:
-    """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU."""
-    cfg = {
-        "base_model": str(model), "tokenizer_config": str(model),
-        "plugins": ["p2p_plugin.P2PPlugin"],
-        "p2p": {"enabled": defended, "task": "classification", "labels": ["0", "1"], "ratio": args.ratio,
-                "seed": args.seed},
-        "datasets": [{"path": str(data), "type": "plain", "ds_type": "json"}],
-        "adapter": "lora", "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.0,
-        "lora_target_modules": ["q_proj", "v_proj"],
-        "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
-        "sequence_len": args.sequence_len, "sample_packing": True, "pad_to_sequence_len": True,
-        "micro_batch_size": args.micro_batch_size, "gradient_accumulation_steps": 1,
-        "num_epochs": args.epochs, "learning_rate": args.lr, "optimizer": "adamw_torch",
-        "lr_scheduler": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.0,
-        "bf16": False, "fp16": False, "tf32": False, "attn_implementation": "sdpa",
-        "val_set_size": 0, "save_strategy": "no", "logging_steps": 5, "seed": args.seed,
-        "dataset_num_proc": 1, "output_dir": str(out_dir), "dataset_prepared_path": str(prepared),
-        "save_safetensors": True,
-    }
-    if args.max_steps:
-        cfg["max_steps"] = args.max_steps
-    return cfg
-
-
-def train_arm(cfg: dict, work: Path, name: str) -> float:
-    """``axolotl train`` in a subprocess; returns wall seconds. Skips a finished arm."""
-    import yaml
-
-    out = Path(cfg["output_dir"])
-    done = out / "p2p_demo_done.json"
-    if done.is_file():
-        print(f"[demo] {name}: already trained ({out}), reusing")
-        return json.loads(done.read_text())["seconds"]
-    cfg_path = work / f"{name}.yml"
-    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    env = {**os.environ, **OFFLINE_ENV}
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    log_path = work / f"{name}.log"
-    print(f"[demo] {name}: axolotl train {cfg_path} (log: {log_path})", flush=True)
-    start = time.time()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "axolotl.cli.train", str(cfg_path)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            log.write(line)
-            if "'loss'" in line or "P2P " in line or "Error" in line:
-                print(f"  {line.strip()[:160]}", flush=True)
-        code = proc.wait()
-    seconds = time.time() - start
-    if code != 0:
-        raise P2PError(f"training arm {name!r} failed (exit {code}); see {log_path}")
-    done.write_text(json.dumps({"seconds": seconds}))
-    print(f"[demo] {name}: trained in {seconds:.0f} s", flush=True)
-    return seconds
-
-
 def run_demo(args) -> dict:
     from .attacks import AttackSpec, read_rows, simulate_attack
     from .evaluate import evaluate_classification, write_report
@@ -169,7 +108,7 @@ def run_demo(args) -> dict:
     results, seconds = {}, {}
     for name, defended in (("no-defense", False), ("p2p", True)):
         cfg = training_config(model, poisoned, work / name, work / "prepared", args, defended)
-        seconds[name] = train_arm(cfg, work, name)
+        seconds[name] = train_arm(cfg, work, name)["seconds"]
         p2p_model = P2PModel.load(work / name, base_model=model)
         print(f"[demo] evaluating {name} on {min(len(clean), args.eval_rows)} clean / "
               f"{min(len(triggered), args.eval_rows)} triggered rows", flush=True)

@@ -45,6 +45,8 @@ class TransformReport:
     trigger_already_present: int = 0
     fingerprint: str = ""
     selected_digest: str = ""
+    tokens_out: int | None = None
+    """Tokens in the tokenized output rows (before Axolotl's length filter)."""
     rows_too_long: int | None = None
     """Rows longer than ``sequence_len`` after tokenization (Axolotl drops or truncates them)."""
     triggered_too_long: int | None = None
@@ -151,6 +153,7 @@ def count_too_long(tokenized, sequence_len: int, report: TransformReport) -> Non
     import pyarrow.compute as pc
 
     lengths = pc.list_value_length(tokenized.data.column("input_ids")).to_numpy(zero_copy_only=False)
+    report.tokens_out = int(lengths.sum())
     too_long = lengths > sequence_len
     report.rows_too_long = int(too_long.sum())
     if report.output_triggered is not None and len(report.output_triggered) == len(lengths):

@@ -14,7 +14,7 @@ from statistics import mean
 TARGET = 0.98
 KEYS = ("tokens_per_s_steady", "tokens_per_s_whole", "tokens_per_s_hf_runtime", "rows_per_s_steady",
         "steps_per_s_steady", "train_samples_per_second", "train_runtime", "steps", "nonpad_tokens",
-        "token_slots", "fill", "packed_rows", "trainable_tokens", "peak_allocated_gib", "peak_reserved_gib",
+        "token_slots", "fill", "packed_rows", "trainable_tokens", "peak_allocated_gib", "peak_reserved_gib", "axolotl_logged_max_allocated_gib",
         "loss_first10", "loss_last10", "train_loss", "nonfinite_loss_steps", "zero_loss_steps",
         "process_seconds", "error", "skipped", "device")
 

@@ -72,6 +72,7 @@ status=0
 i=0
 declare -A last_dur
 prev=0
+pair_skipped=0
 specs=($ARMS)
 for idx in "${!specs[@]}"; do
   spec="${specs[$idx]}"
@@ -80,10 +81,16 @@ for idx in "${!specs[@]}"; do
   name="$(printf '%02d' $i)_${kind}_${arm}"
   now=$(( $(date +%s) - START ))
   est="${last_dur[$kind]:-$prev}"
-  # a base arm followed by its p2p arm only starts when both fit
-  [ "$arm" = base ] && [ "${specs[$((idx + 1))]:-}" = "$kind:p2p" ] && est=$(( est * 2 ))
+  # ARMS are taken as pairs (1-2, 3-4, ...): a pair starts only when both arms fit the budget,
+  # and the second arm of a skipped pair is skipped too
+  if [ $((idx % 2)) = 0 ]; then
+    est=$(( est * 2 )); pair_skipped=0
+  elif [ "$pair_skipped" = 1 ]; then
+    est=$(( BUDGET_S * 10 ))
+  fi
   if [ $(( now + est * 11 / 10 )) -gt "$BUDGET_S" ]; then
-    echo "skip $name: +${now}s, estimated ${est}s more would pass the ${BUDGET_S}s budget"
+    pair_skipped=1
+    echo "skip $name: +${now}s, estimated ${est}s more (pair) would pass the ${BUDGET_S}s budget"
     echo "{\"skipped\": true, \"kind\": \"$kind\", \"arm\": \"$arm\", \"reason\": \"time budget\"}" > "$WORK/logs/$name.json"
     continue
   fi

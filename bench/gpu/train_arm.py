@@ -79,6 +79,9 @@ class Probe(TrainerCallback):
             self._mark("warm", state)
         if state.global_step == state.max_steps:
             self._mark("end", state)
+            if CUDA:  # read here: the peak counters are reset again before on_train_end
+                S["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                S["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
 
     def on_log(self, args, state, control, logs=None, **kw):
         S["logs"].append({"step": state.global_step, **{k: v for k, v in (logs or {}).items()
@@ -86,9 +89,6 @@ class Probe(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kw):
         self._mark("train_end", state)
-        if CUDA:
-            S["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            S["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
 
 
 _orig_init = Trainer.__init__
@@ -126,6 +126,8 @@ def summarize() -> dict:
         "train_loss": final.get("train_loss"),
         "peak_allocated_gib": S.get("peak_allocated_gib"),
         "peak_reserved_gib": S.get("peak_reserved_gib"),
+        "axolotl_logged_max_allocated_gib": max((l["memory/max_allocated (GiB)"] for l in S["logs"]
+                                                 if "memory/max_allocated (GiB)" in l), default=None),
         "marks": m,
         "logs": S["logs"],
         "device": torch.cuda.get_device_name(0) if CUDA else "cpu",

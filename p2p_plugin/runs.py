@@ -1,0 +1,110 @@
+"""One training arm through Axolotl's own CLI: the config the demo and the benchmark share, the
+subprocess that runs it, and what it measured. Resumable: a finished arm is never trained twice."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import P2PError
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1",
+               "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+DONE_NAME = "p2p_run_done.json"
+
+
+def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
+                    selection: str = "random") -> dict:
+    """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU."""
+    cfg = {
+        "base_model": str(model), "tokenizer_config": str(model),
+        "plugins": ["p2p_plugin.P2PPlugin"],
+        "p2p": {"enabled": defended, "task": "classification", "labels": ["0", "1"], "ratio": args.ratio,
+                "seed": args.seed, "selection": selection},
+        "datasets": [{"path": str(data), "type": "plain", "ds_type": "json"}],
+        "adapter": "lora", "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.0,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
+        "sequence_len": args.sequence_len, "sample_packing": True, "pad_to_sequence_len": True,
+        "micro_batch_size": args.micro_batch_size, "gradient_accumulation_steps": 1,
+        "num_epochs": args.epochs, "learning_rate": args.lr, "optimizer": "adamw_torch",
+        "lr_scheduler": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.0,
+        "bf16": False, "fp16": False, "tf32": False, "attn_implementation": "sdpa",
+        "val_set_size": 0, "save_strategy": "no", "logging_steps": 5, "seed": args.seed,
+        "dataset_num_proc": 1, "output_dir": str(out_dir), "dataset_prepared_path": str(prepared),
+        "save_safetensors": True,
+    }
+    if args.max_steps:
+        cfg["max_steps"] = args.max_steps
+    return cfg
+
+
+def parse_trainer_logs(lines) -> dict:
+    """The Trainer's logged dicts: losses, and the final ``train_runtime`` summary."""
+    losses, summary = [], {}
+    for line in lines:
+        text = line.strip()
+        if not (text.startswith("{") and text.endswith("}")):
+            continue
+        try:
+            record = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            continue
+        if "loss" in record:
+            losses.append(float(record["loss"]))
+        if "train_runtime" in record:
+            summary = {k: float(v) for k, v in record.items() if isinstance(v, (int, float, str)) and _is_number(v)}
+    return {"losses": losses, **summary}
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def train_arm(cfg: dict, work: Path, name: str) -> dict:
+    """``axolotl train`` in a subprocess. Returns wall seconds, the trainer's runtime summary and
+    losses; refuses a NaN loss. Skips a finished arm (resumable)."""
+    import yaml
+
+    out = Path(cfg["output_dir"])
+    done = out / DONE_NAME
+    if done.is_file():
+        print(f"[run] {name}: already trained ({out}), reusing")
+        return json.loads(done.read_text())
+    cfg_path = work / f"{name}.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {**os.environ, **OFFLINE_ENV}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    log_path = work / f"{name}.log"
+    print(f"[run] {name}: axolotl train {cfg_path} (log: {log_path})", flush=True)
+    start = time.time()
+    lines = []
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "axolotl.cli.train", str(cfg_path)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log.write(line)
+            lines.append(line)
+            if "'loss'" in line or "P2P " in line or "Error" in line:
+                print(f"  {line.strip()[:160]}", flush=True)
+        code = proc.wait()
+    seconds = time.time() - start
+    if code != 0:
+        raise P2PError(f"training arm {name!r} failed (exit {code}); see {log_path}")
+    result = {"seconds": seconds, **parse_trainer_logs(lines)}
+    if any(loss != loss for loss in result["losses"]):  # NaN
+        raise P2PError(f"training arm {name!r} produced a NaN loss; see {log_path}")
+    done.write_text(json.dumps(result))
+    print(f"[run] {name}: trained in {seconds:.0f} s", flush=True)
+    return result
+
+
