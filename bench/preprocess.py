@@ -162,8 +162,9 @@ def run_once(model: Path, data: Path, arm: str, idx: int, num_proc, timeout: int
     prepared = sorted(p for p in (run_dir / "prepared").rglob("dataset_info.json"))
     rows_out = None
     if prepared:
-        info = json.loads(prepared[0].read_text())
-        rows_out = sum(s.get("num_examples", 0) for s in (info.get("splits") or {}).values()) or None
+        import datasets
+
+        rows_out = datasets.load_from_disk(str(prepared[0].parent)).num_rows
     match = P2P_LINE.search(log)
     result = {
         "arm": arm, "index": idx, "wall_s": wall, "run_dir": str(run_dir.relative_to(ROOT)),
