@@ -24,8 +24,8 @@ def add_demo_arguments(p):
     p.add_argument("--data-dir", default=os.environ.get("P2P_DATA_DIR", "../shared/data"),
                    help="folder holding sst2/train.jsonl and sst2/dev.jsonl")
     p.add_argument("--out", default="demo_runs", help="work folder (resumable)")
-    p.add_argument("--train-rows", type=int, default=1000)
-    p.add_argument("--eval-rows", type=int, default=300, help="clean and triggered test rows (each)")
+    p.add_argument("--train-rows", type=int, default=600)
+    p.add_argument("--eval-rows", type=int, default=200, help="clean and triggered test rows (each)")
     p.add_argument("--attack", default="badnets")
     p.add_argument("--poison-rate", type=float, default=0.1)
     p.add_argument("--target", default="1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from axolotl.integrations.base import BasePlugin
@@ -51,9 +52,29 @@ class P2PPlugin(BasePlugin):
         return [P2PEvalCallback(trainer, config.recipe(), config.eval)]
 
     def post_trainer_create(self, cfg, trainer):
-        if not trainer.is_world_process_zero():
-            return
-        write_training_manifest(cfg)
+        dataset = trainer.train_dataset
+        if dataset is not None and hasattr(dataset, "data"):
+            rank = int(os.environ.get("RANK", trainer.args.process_index))
+            LOG.info("P2P rank %d: training rows %d, digest %s", rank, len(dataset),
+                     tokens_digest(dataset), main_process_only=False)
+        if trainer.is_world_process_zero():
+            write_training_manifest(cfg)
+
+
+def tokens_digest(dataset) -> str:
+    """SHA-256 of the tokenized rows as this rank sees them (to compare ranks and runs)."""
+    import hashlib
+
+    import pyarrow as pa
+
+    if getattr(dataset, "_indices", None) is not None:
+        dataset = dataset.flatten_indices()
+    digest = hashlib.sha256()
+    column = dataset.data.column("input_ids").combine_chunks()
+    values = pa.compute.list_flatten(column).cast(pa.int64())
+    digest.update(pa.compute.list_value_length(column).cast(pa.int64()).to_numpy(zero_copy_only=False).tobytes())
+    digest.update(values.to_numpy(zero_copy_only=False).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def write_training_manifest(cfg):

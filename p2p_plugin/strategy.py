@@ -92,7 +92,7 @@ class P2PDatasetStrategy(DatasetWrappingStrategy):
             tokenized = tokenized.remove_columns(extra)
         if self.cfg.get("sequence_len"):
             count_too_long(tokenized, int(self.cfg["sequence_len"]), report)
-        report.log(LOG)
+        report.log(LOG, main_process_only=False)  # every process that prepares data says so
         self._record(report.to_dict())
         return tokenized
 

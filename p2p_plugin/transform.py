@@ -57,11 +57,11 @@ class TransformReport:
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "output_triggered"}
 
-    def log(self, logger=LOG) -> None:
+    def log(self, logger=LOG, **kwargs) -> None:
         logger.info(
             "P2P %s: rows in %d, selected %d (%s), rows out %d; labels before %s, after %s",
             self.source, self.rows_in, self.rows_selected, self.mode, self.rows_out,
-            self.labels_before or "-", self.labels_after or "-",
+            self.labels_before or "-", self.labels_after or "-", **kwargs,
         )
         if self.rows_too_long:
             logger.warning(
