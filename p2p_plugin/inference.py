@@ -99,23 +99,28 @@ class P2PModel:
         labels, ids = list(label_ids), torch.tensor(list(label_ids.values()))
         space = self.recipe.label_space()
         prompts = [self.prompt(t, benign) for t in texts]
-        out: list[Prediction] = []
-        batches = range(0, len(prompts), batch_size)
+        encoded = encode_prompts(self.tokenizer, prompts)
+        # batch prompts of similar length together: left padding then costs little
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out: list[Prediction | None] = [None] * len(encoded)
+        batches = range(0, len(order), batch_size)
         if progress:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="classify", unit="batch")
         for start in batches:
-            logits = self._last_logits(prompts[start:start + batch_size])[:, ids]
-            for row in logits.float():
+            idx = order[start:start + batch_size]
+            logits = self._last_logits([encoded[i] for i in idx])[:, ids]
+            for i, row in zip(idx, logits.float()):
                 raw = labels[int(row.argmax())]
-                out.append(Prediction(raw, space.project(raw), dict(zip(labels, row.tolist()))))
+                out[i] = Prediction(raw, space.project(raw), dict(zip(labels, row.tolist())))
         return out
 
-    def _last_logits(self, prompts: list[str]):
+    def _last_logits(self, encoded: list[list[int]]):
+        """Next-token logits after each prompt (left-padded batch; only the last position's
+        logits are computed)."""
         import torch
 
-        encoded = encode_prompts(self.tokenizer, prompts)
         width = max(len(x) for x in encoded)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
@@ -124,7 +129,7 @@ class P2PModel:
             input_ids[i, width - len(x):] = torch.tensor(x)
             mask[i, width - len(x):] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad():
+        with torch.inference_mode():
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                position_ids=position_ids.to(self.device)).logits
+                                position_ids=position_ids.to(self.device), logits_to_keep=1).logits
         return logits[:, -1, :].cpu()
