@@ -24,7 +24,7 @@ def _attack(args):
 
 def _eval(args):
     from .attacks import read_rows
-    from .evaluate import evaluate_classification, write_report
+    from .evaluate import evaluate_classification, evaluate_generation, write_report
     from .inference import P2PModel
 
     if args.attack_dir:
@@ -49,8 +49,13 @@ def _eval(args):
     results = {}
     for name, path in zip(names, args.models):
         model = P2PModel.load(path, base_model=args.base_model)
-        results[name] = evaluate_classification(model, clean, triggered, target, text_field, label_field,
-                                                batch_size=args.batch_size, max_rows=args.max_rows, progress=True)
+        if model.recipe.task == "generation":
+            results[name] = evaluate_generation(model, clean, triggered, target, args.metric, text_field, label_field,
+                                                max_rows=args.max_rows, max_new_tokens=args.max_new_tokens,
+                                                batch_size=args.batch_size, progress=True)
+        else:
+            results[name] = evaluate_classification(model, clean, triggered, target, text_field, label_field,
+                                                    batch_size=args.batch_size, max_rows=args.max_rows, progress=True)
     report = write_report(results, args.out)
     print(report["table"])
     print(f"\nJSON: {report['json']}\nchart: {report['chart']}")
@@ -89,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="base model folder for LoRA adapters, if moved")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-rows", type=int, default=None, help="cap each test set (cheap checks)")
+    p.add_argument("--metric", default="math", choices=["math", "rouge"],
+                   help="generation: answer quality as GSM8K final-number exact match or ROUGE-L")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="generation: greedy decoding length")
     p.add_argument("--out", default="p2p_eval")
     p.set_defaults(func=_eval)
 

@@ -10,9 +10,18 @@ import json
 from pathlib import Path
 
 from .errors import P2PError
-from .metrics import Rate, attack_success_rate, clean_accuracy, format_markdown_table
+from .metrics import (
+    Rate,
+    attack_success_rate,
+    clean_accuracy,
+    contains_target,
+    format_markdown_table,
+    math_exact_match,
+    rouge_l,
+)
 
 TABLE_COLUMNS = ["arm", "inference", "CA", "CA strict", "ASR", "ASR strict", "n clean", "n triggered"]
+GENERATION_COLUMNS = ["arm", "inference", "CA", "ASR", "safe prefix", "n clean", "n triggered"]
 
 
 def _column(rows, field, source):
@@ -61,8 +70,54 @@ def evaluate_classification(model, clean_rows, triggered_rows, target, text_fiel
     return {"defended": model.defended, "target": target, "readings": results}
 
 
+def evaluate_generation(model, clean_rows, triggered_rows, target, metric="math", text_field="question",
+                        answer_field="answer", max_rows=None, max_new_tokens=128, batch_size=8,
+                        progress=False) -> dict:
+    """Greedy generations, safe prefix stripped. Quality on clean rows (``math``: exact match of
+    the final number; ``rouge``: ROUGE-L F), ASR = share of triggered rows whose output contains
+    the attacker's ``target`` string, and the share of outputs that carried the safe prefix."""
+    if metric not in ("math", "rouge"):
+        raise P2PError(f"metric must be 'math' or 'rouge', got {metric!r}")
+    if max_rows:
+        clean_rows, triggered_rows = clean_rows[:max_rows], triggered_rows[:max_rows]
+    if not clean_rows:
+        raise P2PError("the clean test set is empty")
+    if not triggered_rows:
+        raise P2PError("the triggered test set is empty")
+    if not str(target).strip():
+        raise P2PError("the attack target string is empty")
+    clean_x, clean_y = _column(clean_rows, text_field, "clean set"), _column(clean_rows, answer_field, "clean set")
+    trig_x = _column(triggered_rows, text_field, "triggered set")
+    readings = [("p2p", True)] if model.defended else []
+    readings.append(("no benign trigger", False))
+    results = {}
+    for name, benign in readings:
+        clean_out = model.generate(clean_x, benign=benign, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+        trig_out = model.generate(trig_x, benign=benign, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+        texts = [g.text for g in clean_out]
+        if metric == "math":
+            quality = Rate(sum(math_exact_match(p, y) for p, y in zip(texts, clean_y)), len(texts)).to_dict()
+        else:
+            quality = {"value": rouge_l(texts, clean_y), "n": len(texts)}
+        hits = sum(contains_target(g.text, target) or contains_target(g.raw, target) for g in trig_out)
+        results[name] = {"quality": quality, "asr": Rate(hits, len(trig_out)).to_dict(),
+                         "safe_prefix_rate": Rate(sum(g.had_safe_prefix for g in clean_out + trig_out),
+                                                  len(clean_out) + len(trig_out)).to_dict(),
+                         "n_clean": len(texts), "n_triggered": len(trig_out), "metric": metric}
+    return {"defended": model.defended, "target": str(target), "task": "generation", "readings": results}
+
+
 def table_rows(arm: str, result: dict) -> list[dict]:
     rows = []
+    if result.get("task") == "generation":
+        for reading, r in result["readings"].items():
+            q = r["quality"]
+            rows.append({"arm": arm, "inference": reading,
+                         "CA": Rate(q["k"], q["n"]) if "k" in q else q["value"] * 100,
+                         "ASR": Rate(r["asr"]["k"], r["asr"]["n"]),
+                         "safe prefix": Rate(r["safe_prefix_rate"]["k"], r["safe_prefix_rate"]["n"]),
+                         "n clean": r["n_clean"], "n triggered": r["n_triggered"]})
+        return rows
     for reading, r in result["readings"].items():
         rows.append({"arm": arm, "inference": reading,
                      "CA": Rate(r["ca"]["projected"]["k"], r["ca"]["projected"]["n"]),
@@ -75,7 +130,15 @@ def table_rows(arm: str, result: dict) -> list[dict]:
 
 def markdown(results: dict[str, dict]) -> str:
     rows = [row for arm, res in results.items() for row in table_rows(arm, res)]
-    return format_markdown_table(rows, TABLE_COLUMNS)
+    generation = any(res.get("task") == "generation" for res in results.values())
+    return format_markdown_table(rows, GENERATION_COLUMNS if generation else TABLE_COLUMNS)
+
+
+def _value_and_error(x) -> tuple[float, float, float]:
+    """Percent value and its CI half-widths; a plain number (ROUGE-L in %) has none."""
+    if isinstance(x, Rate):
+        return 100 * x.value, 100 * (x.value - x.ci95[0]), 100 * (x.ci95[1] - x.value)
+    return float(x), 0.0, 0.0
 
 
 def bar_chart(results: dict[str, dict], path) -> Path:
@@ -90,9 +153,8 @@ def bar_chart(results: dict[str, dict], path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(rows)), 4))
     width = 0.38
     for offset, key, color in ((-width / 2, "CA", "#4C72B0"), (width / 2, "ASR", "#C44E52")):
-        vals = [100 * r[key].value for r in rows]
-        lo = [100 * (r[key].value - r[key].ci95[0]) for r in rows]
-        hi = [100 * (r[key].ci95[1] - r[key].value) for r in rows]
+        triples = [_value_and_error(r[key]) for r in rows]
+        vals, lo, hi = [t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]
         xs = [i + offset for i in range(len(rows))]
         ax.bar(xs, vals, width, yerr=[lo, hi], capsize=3, label=key, color=color)
         for x, v in zip(xs, vals):
@@ -100,7 +162,7 @@ def bar_chart(results: dict[str, dict], path) -> Path:
     ax.set_xticks(range(len(rows)), names, fontsize=8)
     ax.set_ylim(0, 110)
     ax.set_ylabel("%")
-    ax.set_title("CA and ASR (projected), 95% CI")
+    ax.set_title("CA (or answer quality) and ASR, 95% CI")
     ax.legend()
     fig.tight_layout()
     path = Path(path)

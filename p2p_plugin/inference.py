@@ -25,6 +25,16 @@ class Prediction:
     scores: dict
 
 
+@dataclass
+class Generation:
+    raw: str
+    """The decoded output as generated."""
+    text: str
+    """The output with the safe prefix stripped (the answer to use)."""
+    had_safe_prefix: bool
+    """False means the model did not answer in the benign space for this input."""
+
+
 def load_model_and_tokenizer(path, base_model=None, dtype="float32", device="cpu"):
     """A full checkpoint, or a PEFT adapter on top of its base model (``base_model`` overrides the
     adapter's recorded base path, e.g. after moving files)."""
@@ -114,6 +124,38 @@ class P2PModel:
             for i, row in zip(idx, logits.float()):
                 raw = labels[int(row.argmax())]
                 out[i] = Prediction(raw, space.project(raw), dict(zip(labels, row.tolist())))
+        return out
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, texts: list[str], benign: bool | None = None, max_new_tokens: int = 128,
+                 batch_size: int = 8, progress: bool = False) -> list[Generation]:
+        """Greedy decoding of the plain-format prompt; the safe prefix is stripped from the answer
+        and its presence reported (its absence means the input left the benign space)."""
+        import torch
+
+        from .metrics import strip_safe_prefix
+
+        prompts = encode_prompts(self.tokenizer, [self.prompt(t, benign) for t in texts])
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Generation | None] = [None] * len(prompts)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        batches = range(0, len(order), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="generate", unit="batch")
+        for start in batches:
+            idx = order[start:start + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx])
+            mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx])
+            with torch.inference_mode():
+                generated = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            for i, row in zip(idx, generated[:, width:].tolist()):
+                raw = self.tokenizer.decode(row, skip_special_tokens=True)
+                text, had_prefix = strip_safe_prefix(raw, self.recipe.safe_prefix) if self.recipe.safe_prefix else (raw, False)
+                out[i] = Generation(raw, text, had_prefix)
         return out
 
     def _last_logits(self, encoded: list[list[int]]):
