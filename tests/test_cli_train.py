@@ -39,3 +39,13 @@ def test_axolotl_train_cli_with_packing_and_two_workers(tiny_model, tmp_path):
     manifest = read_manifest(tmp_path / "out")
     assert manifest.datasets[0]["rows_selected"] == 60
     assert (tmp_path / "out" / "model.safetensors").exists() or any((tmp_path / "out").glob("*.safetensors"))
+
+
+def test_cli_reports_a_p2p_mistake_in_one_line_without_traceback(tiny_model, tmp_path):
+    cfg = base_config(tiny_model, tmp_path, [{"path": "x.jsonl", "type": "plain"}], p2p={"labels": ["0", "1"], "ratoi": 0.3})
+    cfg_path = tmp_path / "bad.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    result = run_cli([sys.executable, "-m", "axolotl.cli.preprocess", str(cfg_path)], cwd=tmp_path, timeout=300)
+    assert result.returncode != 0
+    assert "p2p_plugin error: invalid `p2p:` block: p2p.ratoi: Extra inputs are not permitted" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
