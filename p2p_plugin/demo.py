@@ -32,8 +32,9 @@ def add_demo_arguments(p):
     p.add_argument("--ratio", type=float, default=0.2, help="p2p.ratio")
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--micro-batch-size", type=int, default=4)
-    p.add_argument("--sequence-len", type=int, default=512)
+    p.add_argument("--micro-batch-size", type=int, default=1,
+                   help="packed sequences per step: small = more optimizer updates for the same compute")
+    p.add_argument("--sequence-len", type=int, default=256)
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps (tests)")
     p.add_argument("--seed", type=int, default=0)
 
