@@ -123,16 +123,10 @@ def run_demo(args) -> dict:
 
 
 def main(argv=None) -> int:
-    import argparse
+    """``python -m p2p_plugin.demo`` = ``p2p demo``."""
+    from .cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="python -m p2p_plugin.demo", description=__doc__)
-    add_demo_arguments(parser)
-    try:
-        run_demo(parser.parse_args(argv))
-    except P2PError as err:
-        print(f"p2p demo: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
