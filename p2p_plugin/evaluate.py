@@ -33,6 +33,17 @@ def _column(rows, field, source):
     return values
 
 
+def _capped_test_sets(clean_rows, triggered_rows, max_rows):
+    """Both test sets, each cut to ``max_rows``; an empty one is an error."""
+    if max_rows:
+        clean_rows, triggered_rows = clean_rows[:max_rows], triggered_rows[:max_rows]
+    if not clean_rows:
+        raise P2PError("the clean test set is empty")
+    if not triggered_rows:
+        raise P2PError("the triggered test set is empty")
+    return clean_rows, triggered_rows
+
+
 def evaluate_classification(model, clean_rows, triggered_rows, target, text_field="sentence",
                             answer_field="label", batch_size=32, max_rows=None, progress=False) -> dict:
     """CA and ASR (projected and strict, with 95% CIs) for the P2P reading and the fallback.
@@ -41,12 +52,7 @@ def evaluate_classification(model, clean_rows, triggered_rows, target, text_fiel
     adds the benign trigger and expects the safe labels (strict); the fallback row feeds the raw
     input. For an undefended model (``p2p.enabled: false``) only the plain reading exists.
     """
-    if max_rows:
-        clean_rows, triggered_rows = clean_rows[:max_rows], triggered_rows[:max_rows]
-    if not clean_rows:
-        raise P2PError("the clean test set is empty")
-    if not triggered_rows:
-        raise P2PError("the triggered test set is empty")
+    clean_rows, triggered_rows = _capped_test_sets(clean_rows, triggered_rows, max_rows)
     recipe = model.recipe
     space = recipe.label_space()
     target = str(target).strip()
@@ -78,12 +84,7 @@ def evaluate_generation(model, clean_rows, triggered_rows, target, metric="math"
     the attacker's ``target`` string, and the share of outputs that carried the safe prefix."""
     if metric not in ("math", "rouge"):
         raise P2PError(f"metric must be 'math' or 'rouge', got {metric!r}")
-    if max_rows:
-        clean_rows, triggered_rows = clean_rows[:max_rows], triggered_rows[:max_rows]
-    if not clean_rows:
-        raise P2PError("the clean test set is empty")
-    if not triggered_rows:
-        raise P2PError("the triggered test set is empty")
+    clean_rows, triggered_rows = _capped_test_sets(clean_rows, triggered_rows, max_rows)
     if not str(target).strip():
         raise P2PError("the attack target string is empty")
     clean_x, clean_y = _column(clean_rows, text_field, "clean set"), _column(clean_rows, answer_field, "clean set")

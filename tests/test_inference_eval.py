@@ -78,7 +78,6 @@ def test_eval_errors(tiny_model, shared_data, tmp_path):
     with pytest.raises(ManifestError, match="no p2p_manifest.json"):
         P2PModel.load(tmp_path)
     out = tmp_path / "m"
-    P2PRecipe(labels=("0", "1"))
     from p2p_plugin.manifest import P2PManifest
 
     P2PManifest(P2PRecipe(labels=("0", "1"), safe_labels=("2", "3")), "0").write(out)

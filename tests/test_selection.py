@@ -22,8 +22,18 @@ def test_selection_is_not_contiguous():
 
 
 def test_seed_mixing_is_stable_across_processes():
-    # a fixed value: Python's hash() randomization must not leak in
-    assert dataset_seed(42, "data.jsonl") == dataset_seed(42, "data.jsonl")
+    """Python's hash() randomization must not leak in: another interpreter with another
+    PYTHONHASHSEED derives the same per-dataset seed and the same rows."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from p2p_plugin.selection import dataset_seed, select_rows; "
+            "print(dataset_seed(42, 'data.jsonl'), select_rows(100, 0.2, 42, dataset_key='data.jsonl').tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    here = f"{dataset_seed(42, 'data.jsonl')} {select_rows(100, 0.2, 42, dataset_key='data.jsonl').tolist()}"
+    assert outs == {here}
 
 
 def test_rounding_and_zero_rows_error():
