@@ -106,9 +106,11 @@ def main(argv=None):
             clean = read_rows(attack_dir / "test_clean.jsonl")
             triggered = read_rows(attack_dir / "test_triggered.jsonl")
             poisoned = attack_dir / "train_poisoned.jsonl"
-            arms = {f"{tag}/clean": (subset, False, "random"), f"{tag}/no-defense": (poisoned, False, "random")}
+            # no-defense first: if the attack does not take, the rest of the matrix says little
+            arms = {f"{tag}/no-defense": (poisoned, False, "random")}
             for selection in args.selections:
                 arms[f"{tag}/p2p-{selection}"] = (poisoned, True, selection)
+            arms[f"{tag}/clean"] = (subset, False, "random")
             for name, (data, defended, selection) in arms.items():
                 (work / name).parent.mkdir(parents=True, exist_ok=True)
                 results[name] = run_arm(name, data, model, args, work, clean, triggered, defended, selection)

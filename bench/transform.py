@@ -38,7 +38,8 @@ ROOT = BENCH.parent
 WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 
-TARGET_ROWS_PER_S = 100_000
+TARGET_ROWS_PER_S = 100_000  # classification rows (SST-2-sized)
+TARGET_GEN_ROWS_PER_S = 50_000  # generation rows (GSM8K-sized: ~240-char question, ~300-char answer)
 TARGET_RSS_GROWTH_MB = 1024
 
 CHUNK = 100_000
@@ -70,6 +71,47 @@ def _sentences(rng, vocab, n):
     return out
 
 
+GENERATION_FORMATS = ("gen_plain", "gen_alpaca", "gen_chat")
+MATH_INSTRUCTION = "Solve the math word problem. End with '#### <number>'."
+
+
+def _gsm8k_rows() -> list[dict]:
+    """The real GSM8K train rows (question/answer), read from $P2P_DATA_DIR (default ../shared/data)."""
+    data_dir = Path(os.environ.get("P2P_DATA_DIR", ROOT.parent / "shared" / "data"))
+    path = data_dir / "gsm8k" / "train.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"generation formats need GSM8K rows: {path} not found (set P2P_DATA_DIR)")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def generate_generation(path: Path, rows: int, fmt: str) -> Path:
+    """``rows`` GSM8K-sized rows (the real train rows, cycled) in the plain / alpaca / chat layout."""
+    import pyarrow as pa
+
+    source = _gsm8k_rows()
+    tmp = path.with_suffix(".tmp")
+    writer = None
+    with pa.OSFile(str(tmp), "wb") as sink:
+        for start in range(0, rows, CHUNK):
+            chunk = [source[i % len(source)] for i in range(start, min(rows, start + CHUNK))]
+            q = [r["question"] for r in chunk]
+            a = [r["answer"] for r in chunk]
+            if fmt == "gen_plain":
+                batch = pa.RecordBatch.from_pydict({"question": q, "answer": a})
+            elif fmt == "gen_alpaca":
+                batch = pa.RecordBatch.from_pydict({"instruction": [MATH_INSTRUCTION] * len(q), "input": q, "output": a})
+            else:
+                batch = pa.RecordBatch.from_pydict({"messages": [
+                    [{"role": "user", "content": x}, {"role": "assistant", "content": y}] for x, y in zip(q, a)]})
+            if writer is None:
+                writer = pa.ipc.new_stream(sink, batch.schema)
+            writer.write_batch(batch)
+        writer.close()
+    tmp.rename(path)
+    return path
+
+
 def generate(path: Path, rows: int, fmt: str, seed: int = 0) -> Path:
     """Write ``rows`` synthetic rows to an Arrow stream file, CHUNK rows at a time."""
     import numpy as np
@@ -77,6 +119,8 @@ def generate(path: Path, rows: int, fmt: str, seed: int = 0) -> Path:
 
     if path.exists():
         return path
+    if fmt in GENERATION_FORMATS:
+        return generate_generation(path, rows, fmt)
     rng = np.random.default_rng(seed)
     vocab = _vocab(rng)
     if fmt == "plain":
@@ -133,6 +177,23 @@ class RssSampler(threading.Thread):
         self.sample()
 
 
+def recipe_and_format(fmt_name: str):
+    """The default recipe of each benchmarked format (``gen_*``: task generation, default safe prefix)."""
+    from p2p_plugin.args import P2PConfig
+    from p2p_plugin.formats import AlpacaFormat, ChatFormat, PlainFormat
+
+    if fmt_name in GENERATION_FORMATS:
+        block = {"task": "generation"}
+        if fmt_name == "gen_plain":
+            block.update(text_field="question", label_field="answer")
+    else:
+        block = {"labels": ["0", "1"]}
+    recipe = P2PConfig.model_validate(block).recipe()
+    if fmt_name in ("plain", "gen_plain"):
+        return recipe, PlainFormat(recipe.text_field, recipe.answer_field, recipe.cue, recipe.benign_cue)
+    return recipe, ChatFormat() if fmt_name == "gen_chat" else AlpacaFormat()
+
+
 def _one_run(path: str, fmt_name: str, queue):
     """Child process: open the data memory-mapped, run apply_p2p once, report time and memory."""
     import datasets
@@ -141,12 +202,8 @@ def _one_run(path: str, fmt_name: str, queue):
     datasets.disable_caching()  # random fingerprints: no cache hit, outputs go to a temp dir
     datasets.disable_progress_bars()
     from p2p_plugin import transform as tr
-    from p2p_plugin.formats import AlpacaFormat, PlainFormat
-    from p2p_plugin.recipe import P2PRecipe
 
-    recipe = P2PRecipe(labels=("0", "1"))
-    fmt = (PlainFormat(recipe.text_field, recipe.answer_field, recipe.cue, recipe.benign_cue)
-           if fmt_name == "plain" else AlpacaFormat())
+    recipe, fmt = recipe_and_format(fmt_name)
     ds = datasets.Dataset.from_file(path)  # memory-mapped, no copy
 
     phases = {}
@@ -270,14 +327,17 @@ def write_markdown(result: dict, path: Path) -> None:
         f"- Date: {result['date']}; git HEAD {result['git_head']} (+ working tree; p2p_plugin sources "
         f"sha256 {result['p2p_plugin_source_sha256_12']})",
         f"- Command: `{result['command']}`",
-        f"- Settings: {result['rows']:,} synthetic rows per format, Arrow stream file opened memory-mapped "
+        f"- Settings: {result['rows']:,} rows per format (classification: synthetic SST-2-like; `gen_*`: the real "
+        f"GSM8K train rows cycled, as plain question/answer, alpaca and user/assistant chat), Arrow stream file opened memory-mapped "
         f"(`Dataset.from_file`), single process (`num_proc=None`), `keep_in_memory=False`, HF caching disabled, "
-        f"default recipe (labels 0/1, ratio 0.2, replace, random selection); each repetition in a fresh spawn "
+        f"default recipe (ratio 0.2, replace, random selection; labels 0/1, or task generation with the default "
+        f"safe prefix); each repetition in a fresh spawn "
         f"subprocess; median of {result['repeats']}.",
         f"- Machine: nproc {m['nproc']}, {m['mem_total_gb']} GB RAM, load avg at start {m['loadavg_at_start']}, "
         f"Python {m['python']}, datasets {m['datasets']}, axolotl {m['axolotl']}, pyarrow {m['pyarrow']} "
         "(shared, noisy machine)",
-        f"- Targets: >= {TARGET_ROWS_PER_S:,} rows/s, RSS growth < {TARGET_RSS_GROWTH_MB} MB",
+        f"- Targets: >= {TARGET_ROWS_PER_S:,} rows/s (classification), >= {TARGET_GEN_ROWS_PER_S:,} rows/s "
+        f"(generation), RSS growth < {TARGET_RSS_GROWTH_MB} MB",
         "",
         "| format | rows/s (median) | runs rows/s | s (median) | scan s | rewrite map s | RSS before MB | RSS peak MB "
         "| RSS growth MB (max) | anon growth MB (max) | rows/s target | RSS target |",
@@ -305,7 +365,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--formats", default="plain,alpaca")
+    parser.add_argument("--formats", default="plain,alpaca," + ",".join(GENERATION_FORMATS))
     parser.add_argument("--out", default=str(RESULTS / "transform.json"))
     args = parser.parse_args()
 
@@ -321,7 +381,8 @@ def main():
         "machine": machine_info(),
         "git_head": git_head(),
         "p2p_plugin_source_sha256_12": plugin_source_digest(),
-        "targets": {"rows_per_s": TARGET_ROWS_PER_S, "rss_growth_mb": TARGET_RSS_GROWTH_MB},
+        "targets": {"rows_per_s": TARGET_ROWS_PER_S, "generation_rows_per_s": TARGET_GEN_ROWS_PER_S,
+                    "rss_growth_mb": TARGET_RSS_GROWTH_MB},
         "formats": [],
     }
     for fmt in args.formats.split(","):
@@ -331,7 +392,8 @@ def main():
         print(f"{fmt}: data {path} ({path.stat().st_size / 2**20:.0f} MB, {time.perf_counter() - t:.1f} s)", flush=True)
         entry = measure(path, fmt, args.repeats)
         entry["input_file_mb"] = path.stat().st_size / 2**20
-        entry["rows_per_s_target_met"] = entry["median_rows_per_s"] >= TARGET_ROWS_PER_S
+        entry["rows_per_s_target"] = TARGET_GEN_ROWS_PER_S if fmt in GENERATION_FORMATS else TARGET_ROWS_PER_S
+        entry["rows_per_s_target_met"] = entry["median_rows_per_s"] >= entry["rows_per_s_target"]
         entry["rss_target_met"] = entry["max_rss_growth_mb"] < TARGET_RSS_GROWTH_MB
         result["formats"].append(entry)
     out = Path(args.out)

@@ -63,6 +63,23 @@ class RowFormat:
     def rewrite(self, batch: dict, selected: list[bool], new_answers: list[str | None], rewrite: Rewrite) -> dict:
         raise NotImplementedError
 
+    def texts_and_answers_arrow(self, table) -> tuple[list[str], list[str]] | None:
+        """Optional fast path: ``(user_texts, answers)`` straight from an Arrow batch, or None."""
+        return None
+
+
+def iter_texts_and_answers(dataset, fmt: RowFormat, batch_size: int = 10_000):
+    """Stream ``(user_texts, answers, offset)`` batches of a ``datasets.Dataset`` through ``fmt``
+    (its Arrow fast path when it has one and the batch's types allow it)."""
+    offset = 0
+    for table in dataset.with_format("arrow").iter(batch_size=batch_size):
+        fast = fmt.texts_and_answers_arrow(table)
+        if fast is None:
+            batch = table.to_pydict()
+            fast = fmt.user_texts(batch), fmt.answers(batch)
+        yield fast[0], fast[1], offset
+        offset += table.num_rows
+
 
 @dataclass(frozen=True)
 class PlainFormat(RowFormat):
@@ -142,8 +159,12 @@ class ChatFormat(RowFormat):
     """Axolotl ``chat_template``: a list of ``{role, content}`` messages.
 
     The trigger goes into the FIRST user turn (``prefix``/``suffix``) or the system message
-    (``system``: prefixed to an existing one, or a new system message is inserted first). The
-    answer is the LAST assistant turn; the new answer replaces its content.
+    (``system``: prefixed to an existing one, or a new system message is inserted first). For
+    classification the answer is the LAST assistant turn; the new answer replaces its content. For
+    generation the safe prefix goes in front of every assistant turn that carries loss, decided the
+    way Axolotl's ``chat_template`` strategy decides it: the message's ``message_field_training``
+    (then ``message_field_training_detail``) value when the dataset names one and the message has
+    it, else ``train_on_inputs`` or the turn's role (mapped through ``roles``) in ``roles_to_train``.
     """
 
     field_messages: str = "messages"
@@ -152,7 +173,21 @@ class ChatFormat(RowFormat):
     user_roles: tuple[str, ...] = ("user", "human")
     assistant_roles: tuple[str, ...] = ("assistant", "gpt", "model")
     system_roles: tuple[str, ...] = ("system",)
+    role_map: tuple[tuple[str, str], ...] = (("human", "user"), ("gpt", "assistant"))
+    """(dataset role, template role) pairs; a role not listed is its own template role."""
+    roles_to_train: tuple[str, ...] = ("assistant",)
+    train_on_inputs: bool = False
+    training_key: str | None = None
+    training_detail_key: str | None = None
     name = "chat_template"
+
+    def carries_loss(self, message: dict) -> bool:
+        """Whether Axolotl's chat_template strategy trains on this turn."""
+        for key in (self.training_key, self.training_detail_key):
+            if key and message.get(key) is not None:
+                return bool(message[key])
+        role = message.get(self.role_key)
+        return self.train_on_inputs or dict(self.role_map).get(role, role) in self.roles_to_train
 
     def _messages(self, batch):
         return _require(batch, self.field_messages, self.name,
@@ -175,6 +210,52 @@ class ChatFormat(RowFormat):
         for messages in self._messages(batch):
             out.append(str(messages[self._last(messages, self.assistant_roles, "assistant")][self.content_key]))
         return out
+
+    def texts_and_answers_arrow(self, table):
+        """First user turn and last assistant turn of every conversation, found with Arrow compute
+        on the flattened messages (no Python dicts); None when the column is not list<struct<str>>."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.field_messages not in table.column_names:
+            return None
+        column = table.column(self.field_messages).combine_chunks()
+        if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+            return None
+        struct = column.type.value_type
+        if not pa.types.is_struct(struct) or struct.get_field_index(self.role_key) < 0 \
+                or struct.get_field_index(self.content_key) < 0:
+            return None
+        if not all(pa.types.is_string(struct.field(k).type) or pa.types.is_large_string(struct.field(k).type)
+                   for k in (self.role_key, self.content_key)):
+            return None
+        flat = pc.list_flatten(column)
+        parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
+        roles, contents = pc.struct_field(flat, self.role_key), pc.struct_field(flat, self.content_key)
+
+        def pick(role_names, last):
+            hits = np.flatnonzero(pc.fill_null(pc.is_in(roles, pa.array(list(role_names))), False)
+                                  .to_numpy(zero_copy_only=False))
+            owners = parents[hits]
+            if last:
+                rows, first = np.unique(owners[::-1], return_index=True)
+                hits = hits[::-1][first]
+            else:
+                rows, first = np.unique(owners, return_index=True)
+                hits = hits[first]
+            found = np.full(len(column), -1, dtype=np.int64)
+            found[rows] = hits
+            return found
+
+        assistant = pick(self.assistant_roles, last=True)
+        if (assistant < 0).any():
+            return None  # let the Python path raise its RowError for the row
+        user = pick(self.user_roles, last=False)
+        answers = [str(v) for v in contents.take(pa.array(assistant)).to_pylist()]
+        user_contents = contents.take(pa.array(np.where(user < 0, 0, user))).to_pylist() if len(flat) else []
+        texts = ["" if u < 0 else (c or "") for u, c in zip(user.tolist(), user_contents)]
+        return texts, answers
 
     def user_texts(self, batch):
         out = []
@@ -203,7 +284,7 @@ class ChatFormat(RowFormat):
                 messages[idx][self.content_key] = insert_trigger(messages[idx][self.content_key] or "", rewrite.trigger, rewrite.placement)
             if rewrite.answer_prefix is not None:
                 for message in messages:
-                    if message.get(self.role_key) in self.assistant_roles and message.get("training", True) is not False:
+                    if message.get(self.role_key) in self.assistant_roles and self.carries_loss(message):
                         message[self.content_key] = rewrite.answer_prefix + (message[self.content_key] or "")
             else:
                 last = self._last(messages, self.assistant_roles, "assistant")

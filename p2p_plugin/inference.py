@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import P2PError
-from .manifest import P2PManifest, read_manifest
+from .manifest import P2PManifest, check_model, read_manifest
 from .prompting import encode_completions, encode_prompts
 from .prompts import chat_messages, plain_prompt
 
@@ -72,6 +72,7 @@ class P2PModel:
     def load(cls, path, base_model=None, device="cpu", dtype="float32") -> "P2PModel":
         manifest = read_manifest(path)
         model, tokenizer = load_model_and_tokenizer(path, base_model, dtype, device)
+        check_model(manifest, tokenizer, path)
         return cls(model, tokenizer, manifest, device)
 
     # ------------------------------------------------------------------ prompts

@@ -6,6 +6,7 @@ inference and evaluation, which never re-derive the trigger or the label map the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ class P2PManifest:
     plugin_version: str
     datasets: list[dict] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+    model: dict = field(default_factory=dict)
+    """What the model was trained from (:func:`model_identity`); empty until training starts."""
 
     def to_dict(self) -> dict:
         return {
@@ -35,13 +38,15 @@ class P2PManifest:
             "plugin_version": self.plugin_version,
             "recipe": self.recipe.to_dict(),
             "datasets": self.datasets,
+            "model": self.model,
         }
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> "P2PManifest":
         try:
             return cls(recipe=P2PRecipe.from_dict(data["recipe"]), plugin_version=data["plugin_version"],
-                       datasets=list(data.get("datasets", [])), format_version=data.get("format_version", 1))
+                       datasets=list(data.get("datasets", [])), format_version=data.get("format_version", 1),
+                       model=dict(data.get("model") or {}))
         except (KeyError, TypeError, ValueError) as err:
             raise ManifestError(f"{source}: not a valid P2P manifest ({err})") from None
 
@@ -74,15 +79,45 @@ def read_manifest(directory_or_file) -> P2PManifest:
     return P2PManifest.from_dict(data, source=str(path))
 
 
-def update_manifest(directory, recipe: P2PRecipe, plugin_version: str, report: dict | None = None) -> P2PManifest:
-    """Write the manifest for ``recipe``, keeping earlier dataset reports of the same recipe."""
+def update_manifest(directory, recipe: P2PRecipe, plugin_version: str, report: dict | None = None,
+                    model: dict | None = None) -> P2PManifest:
+    """Write the manifest for ``recipe``, keeping earlier dataset reports of the same recipe (and
+    model, when ``model`` is given)."""
     try:
         manifest = read_manifest(directory)
-        if manifest.recipe != recipe or manifest.plugin_version != plugin_version:
+        stale = manifest.recipe != recipe or manifest.plugin_version != plugin_version
+        if stale or (model and manifest.model and manifest.model != model):
             manifest = P2PManifest(recipe, plugin_version)
     except ManifestError:
         manifest = P2PManifest(recipe, plugin_version)
     if report is not None:
         manifest.merge_report(report)
+    if model:
+        manifest.model = dict(model)
     manifest.write(directory)
     return manifest
+
+
+def model_identity(tokenizer, base_model=None) -> dict:
+    """The base model name and a digest of the tokenizer's vocabulary: the trigger, cues and label
+    tokens a manifest describes only mean something with this tokenizer."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+    return {"base_model": None if base_model is None else str(base_model), "tokenizer_size": len(vocab),
+            "tokenizer_digest": digest}
+
+
+def check_model(manifest: P2PManifest, tokenizer, where) -> None:
+    """Refuse a model whose tokenizer is not the one the manifest was written for."""
+    expected = manifest.model.get("tokenizer_digest")
+    if not expected:  # a manifest written before training started (or by plugin 0.1)
+        return
+    found = model_identity(tokenizer)
+    if found["tokenizer_digest"] != expected:
+        raise ManifestError(
+            f"{where}: the p2p_manifest.json there was written for a model trained from "
+            f"{manifest.model.get('base_model')!r} with a {manifest.model.get('tokenizer_size')}-token tokenizer "
+            f"(digest {expected}), but the model loaded has a {found['tokenizer_size']}-token tokenizer (digest "
+            f"{found['tokenizer_digest']}): the manifest does not belong to this model (pass the output_dir of "
+            f"the training run that made it, or the right --base-model)"
+        )

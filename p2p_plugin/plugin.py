@@ -10,7 +10,7 @@ from axolotl.utils.logging import get_logger
 
 from .config_checks import prepare_config
 from .errors import P2PError
-from .manifest import ManifestError, read_manifest, update_manifest
+from .manifest import ManifestError, model_identity, read_manifest, update_manifest
 from .strategy import recipe_from_cfg
 from .version import __version__
 
@@ -58,7 +58,8 @@ class P2PPlugin(BasePlugin):
             LOG.info("P2P rank %d: training rows %d, digest %s", rank, len(dataset),
                      tokens_digest(dataset), main_process_only=False)
         if trainer.is_world_process_zero():
-            write_training_manifest(cfg)
+            tokenizer = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
+            write_training_manifest(cfg, None if tokenizer is None else model_identity(tokenizer, cfg.get("base_model")))
 
 
 def tokens_digest(dataset) -> str:
@@ -77,11 +78,11 @@ def tokens_digest(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_training_manifest(cfg):
+def write_training_manifest(cfg, model: dict | None = None):
     """Make sure ``output_dir`` has the manifest, with the dataset reports of this preprocessing
     run or, when the prepared data came from the cache, of the run that prepared it."""
     recipe = recipe_from_cfg(cfg)
-    manifest = update_manifest(cfg.output_dir, recipe, __version__)
+    manifest = update_manifest(cfg.output_dir, recipe, __version__, model=model)
     if not manifest.datasets and cfg.get("dataset_prepared_path"):
         try:
             prepared = read_manifest(cfg.dataset_prepared_path)

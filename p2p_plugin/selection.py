@@ -109,8 +109,10 @@ class RowView:
         if self.dataset is None:
             yield list(self._texts), [str(a) for a in self._answers]
             return
-        for batch in self.dataset.iter(batch_size=self.batch_size):
-            yield self.fmt.user_texts(batch), self.fmt.answers(batch)
+        from .formats import iter_texts_and_answers
+
+        for texts, answers, _ in iter_texts_and_answers(self.dataset, self.fmt, self.batch_size):
+            yield texts, answers
 
 
 from . import shortcuts  # noqa: E402,F401  (registers avoid_shortcuts)

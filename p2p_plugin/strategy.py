@@ -46,7 +46,8 @@ def dataset_source(ds_cfg) -> str:
     return ":".join(parts)
 
 
-def row_format(fmt: str, recipe: P2PRecipe, ds_cfg) -> RowFormat:
+def row_format(fmt: str, recipe: P2PRecipe, ds_cfg, cfg=None) -> RowFormat:
+    cfg = cfg or {}
     if fmt == "plain":
         return PlainFormat(recipe.text_field, recipe.answer_field, recipe.cue, recipe.benign_cue)
     if fmt == "alpaca":
@@ -62,7 +63,24 @@ def row_format(fmt: str, recipe: P2PRecipe, ds_cfg) -> RowFormat:
         for key, role in (("user_roles", "user"), ("assistant_roles", "assistant"), ("system_roles", "system")):
             if roles.get(role):
                 kwargs[key] = tuple([role] + list(roles[role]))
-        return ChatFormat(**kwargs)
+        if roles:  # Axolotl: a `roles:` mapping replaces its default one
+            kwargs["role_map"] = tuple((src, role) for role, sources in roles.items() for src in sources)
+        chat = ChatFormat(
+            **kwargs,
+            roles_to_train=tuple(ds_cfg.get("roles_to_train") or ("assistant",)),
+            train_on_inputs=bool(cfg.get("train_on_inputs")),
+            training_key=ds_cfg.get("message_field_training"),
+            training_detail_key=ds_cfg.get("message_field_training_detail"),
+        )
+        role_of = dict(chat.role_map)
+        trains_answers = chat.train_on_inputs or chat.training_key or chat.training_detail_key or any(
+            role_of.get(r, r) in chat.roles_to_train for r in chat.assistant_roles)
+        if recipe.task == "generation" and not trains_answers:
+            raise P2PError(
+                f"dataset {dataset_source(ds_cfg)}: roles_to_train {list(chat.roles_to_train)} trains no assistant "
+                f"turn, so the P2P safe prefix would carry no loss; add 'assistant' to roles_to_train"
+            )
+        return chat
     raise P2PError(f"dataset type {fmt!r} is not supported by p2p_plugin; supported: {list(SUPPORTED_TYPES)}")
 
 
@@ -75,7 +93,7 @@ class P2PDatasetStrategy(DatasetWrappingStrategy):
         self.cfg = cfg
         self.ds_cfg = DictDefault(dict(ds_cfg or {}))
         self.recipe = recipe_from_cfg(cfg)
-        self.row_format = row_format(fmt, self.recipe, self.ds_cfg)
+        self.row_format = row_format(fmt, self.recipe, self.ds_cfg, cfg)
         if self.recipe.placement == "system" and fmt != "chat_template":
             raise P2PError(
                 f"p2p.placement: system needs chat data (type: chat_template); dataset "

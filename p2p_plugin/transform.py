@@ -14,9 +14,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from .errors import P2PError
-from .formats import Rewrite, RowError, RowFormat, replace_answer
+from .formats import Rewrite, RowError, RowFormat, iter_texts_and_answers, replace_answer
 from .labels import LabelError
 from .recipe import P2PRecipe
 from .selection import RowView, select_rows
@@ -83,9 +84,16 @@ def _new_answers(recipe: P2PRecipe, label_space, answers, selected):
 
 
 class RowMapper:
-    """Picklable batched map function (``with_indices=True``)."""
+    """Picklable batched map function (``with_indices=True``).
 
-    def __init__(self, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray | None):
+    Given a ``pyarrow.Table`` batch (the dataset in ``arrow`` format, used for every format whose
+    untouched rows pass through unchanged), only the selected rows are converted to Python and
+    rewritten; they are then put back in place with one ``take``, so the other rows are never
+    decoded and stay the exact Arrow values they were.
+    """
+
+    def __init__(self, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray | None, source: str = "dataset"):
+        self.source = source
         self.fmt = fmt
         self.recipe = recipe
         self.label_space = recipe.label_space()
@@ -93,13 +101,41 @@ class RowMapper:
         self.rewrite = Rewrite(recipe.trigger, recipe.placement,
                                recipe.safe_prefix if recipe.task == "generation" else None)
 
-    def __call__(self, batch, indices):
+    def _selected(self, indices) -> np.ndarray:
         if self.selected_mask is None:  # augment copies: every row is selected
-            selected = [True] * len(indices)
-        else:
-            selected = self.selected_mask[np.asarray(indices, dtype=np.int64)].tolist()
+            return np.ones(len(indices), dtype=bool)
+        return self.selected_mask[np.asarray(indices, dtype=np.int64)]
+
+    def __call__(self, batch, indices):
+        if isinstance(batch, pa.Table):
+            return self._rewrite_table(batch, self._selected(indices))
+        selected = self._selected(indices).tolist()
         answers = self.fmt.answers(batch)
         return self.fmt.rewrite(batch, selected, _new_answers(self.recipe, self.label_space, answers, selected), self.rewrite)
+
+    def _rewrite_table(self, table: "pa.Table", selected: np.ndarray) -> "pa.Table":
+        positions = np.flatnonzero(selected)
+        if not len(positions):
+            return table
+        rows = table.take(pa.array(positions)).to_pydict()
+        every = [True] * len(positions)
+        new = self.fmt.rewrite(rows, every, _new_answers(self.recipe, self.label_space, self.fmt.answers(rows), every),
+                               self.rewrite)
+        order = np.arange(table.num_rows, dtype=np.int64)
+        order[positions] = table.num_rows + np.arange(len(positions), dtype=np.int64)
+        order = pa.array(order)
+        for name, values in new.items():
+            old = table.column(name).combine_chunks()
+            try:
+                fresh = pa.array(values, type=old.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+                raise DataError(
+                    f"{self.source}: column {name!r} has Arrow type {old.type}, which cannot hold the rewritten values "
+                    f"({err}); store that field as text (e.g. \"output\": \"1\", not 1)"
+                ) from None
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     pa.concat_arrays([old, fresh]).take(order))
+        return table
 
 
 def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, source: str) -> TransformReport:
@@ -109,10 +145,12 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, 
     digest = hashlib.sha256()
     present = 0
     offset = 0
-    for batch in dataset.iter(batch_size=SCAN_BATCH):
+    batches = iter_texts_and_answers(dataset, fmt, SCAN_BATCH)
+    while True:
         try:
-            answers = fmt.answers(batch)
-            texts = fmt.user_texts(batch)
+            texts, answers, offset = next(batches)
+        except StopIteration:
+            break
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
         for i, (text, answer) in enumerate(zip(texts, answers)):
@@ -184,16 +222,20 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()
 
-    remove = dataset.column_names if fmt.name == "plain" else None
+    # plain renders every row (new columns); the other formats touch only the selected rows, so they
+    # map over Arrow tables and never decode the untouched rows
+    plain = fmt.name == "plain"
     kwargs = dict(batched=True, with_indices=True, num_proc=num_proc if num_proc and num_proc > 1 else None,
-                  keep_in_memory=keep_in_memory, remove_columns=remove, desc="P2P rewrite")
+                  keep_in_memory=keep_in_memory, remove_columns=dataset.column_names if plain else None,
+                  desc="P2P rewrite")
+    source_ds = dataset if plain else dataset.with_format("arrow")
     if recipe.mode == "augment" and len(selected):
-        base = dataset.map(RowMapper(fmt, recipe, np.zeros(num_rows, dtype=bool)), **kwargs)
-        copies = dataset.select(selected).map(RowMapper(fmt, recipe, None), **kwargs)
+        base = dataset if not plain else dataset.map(RowMapper(fmt, recipe, np.zeros(num_rows, dtype=bool), source), **kwargs)
+        copies = source_ds.select(selected).map(RowMapper(fmt, recipe, None, source), **kwargs).with_format(None)
         out = concatenate_datasets([base, copies])
         report.output_triggered = np.concatenate([np.zeros(num_rows, dtype=bool), np.ones(len(selected), dtype=bool)])
     else:
-        out = dataset.map(RowMapper(fmt, recipe, mask), **kwargs)
+        out = source_ds.map(RowMapper(fmt, recipe, mask, source), **kwargs).with_format(None)
         report.output_triggered = mask
     report.rows_out = len(out)
     return out, report

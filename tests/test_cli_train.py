@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from axolotl_helpers import base_config, write_jsonl
@@ -39,6 +40,16 @@ def test_axolotl_train_cli_with_packing_and_two_workers(tiny_model, tmp_path):
     manifest = read_manifest(tmp_path / "out")
     assert manifest.datasets[0]["rows_selected"] == 60
     assert (tmp_path / "out" / "model.safetensors").exists() or any((tmp_path / "out").glob("*.safetensors"))
+    # the manifest names the model it belongs to; a manifest of another tokenizer is refused
+    from p2p_plugin.inference import P2PModel
+    from p2p_plugin.manifest import ManifestError
+
+    assert manifest.model["base_model"] == str(tiny_model) and len(manifest.model["tokenizer_digest"]) == 16
+    assert P2PModel.load(tmp_path / "out").classify(["the film was good"])[0].projected in ("0", "1")
+    manifest.model["tokenizer_digest"] = "0" * 16
+    manifest.write(tmp_path / "out")
+    with pytest.raises(ManifestError, match="does not belong to this model"):
+        P2PModel.load(tmp_path / "out")
 
 
 def test_cli_reports_a_p2p_mistake_in_one_line_without_traceback(tiny_model, tmp_path):

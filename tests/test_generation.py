@@ -157,3 +157,53 @@ def test_axolotl_train_chat_system_placement_with_packing(tiny_model, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     manifest = read_manifest(tmp_path / "out")
     assert manifest.recipe.placement == "system" and manifest.datasets[0]["rows_selected"] == 30
+
+
+def _two_turn_chat(tmp_path, conv, n=10):
+    return write_jsonl(tmp_path / "chat.jsonl", [{"messages": conv}] * n)
+
+
+@pytest.mark.parametrize("field_training, expected_prefixes", [(None, 2), ("training", 1)])
+def test_chat_safe_prefix_follows_axolotl_per_message_training(tiny_model, tok, tmp_path, field_training, expected_prefixes):
+    """Axolotl reads a per-message training flag only when message_field_training names it; so do we."""
+    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", "training": False},
+            {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    entry = {"path": str(_two_turn_chat(tmp_path, conv)), "type": "chat_template", "ds_type": "json",
+             "chat_template": "tokenizer_default"}
+    if field_training:
+        entry["message_field_training"] = field_training
+    _, ds = prepare(base_config(tiny_model, tmp_path, [entry], p2p={"task": "generation", "ratio": 0.3}))
+    benign = [r for r in ds if TRIGGER in tok.decode(r["input_ids"])]
+    assert len(benign) == 3
+    for r in benign:
+        # the prefix sits in every turn Axolotl trains, and only there
+        assert tok.decode(r["input_ids"]).count(DEFAULT_SAFE_PREFIX) == expected_prefixes
+        assert answer_text(r, tok).count(DEFAULT_SAFE_PREFIX) == expected_prefixes
+
+
+def test_chat_roles_mapping_and_train_on_inputs(tiny_model, tok, tmp_path):
+    conv = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"},
+            {"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]
+    entry = {"path": str(_two_turn_chat(tmp_path, conv)), "type": "chat_template", "ds_type": "json",
+             "chat_template": "tokenizer_default", "field_messages": "messages",
+             "message_property_mappings": {"role": "from", "content": "value"},
+             "roles": {"user": ["human"], "assistant": ["gpt"]}}
+    _, ds = prepare(base_config(tiny_model, tmp_path, [entry], p2p={"task": "generation", "ratio": 0.3},
+                                train_on_inputs=True))
+    benign = [r for r in ds if TRIGGER in tok.decode(r["input_ids"])]
+    assert len(benign) == 3
+    for r in benign:
+        text = tok.decode(r["input_ids"])
+        assert text.count(DEFAULT_SAFE_PREFIX) == 2  # both gpt turns, no human turn
+        assert "user\n" + DEFAULT_SAFE_PREFIX not in text
+        assert "2+2?" in answer_text(r, tok)  # train_on_inputs: the user turns carry loss too
+
+
+def test_chat_generation_refuses_roles_to_train_without_assistant(tiny_model, tmp_path):
+    from p2p_plugin.errors import P2PError
+
+    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    entry = {"path": str(_two_turn_chat(tmp_path, conv)), "type": "chat_template", "ds_type": "json",
+             "chat_template": "tokenizer_default", "roles_to_train": ["user"]}
+    with pytest.raises(P2PError, match="roles_to_train"):
+        prepare(base_config(tiny_model, tmp_path, [entry], p2p={"task": "generation", "ratio": 0.3}))

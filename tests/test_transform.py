@@ -122,3 +122,58 @@ def test_chat_system_placement_inserts_or_prefixes_system_message():
 def test_empty_dataset_is_an_error():
     with pytest.raises(DataError, match="empty"):
         apply_p2p(sst_like(0), PLAIN, recipe(), source="e")
+
+
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_chat_untouched_rows_keep_their_exact_arrow_values_across_batches(num_proc):
+    """Only selected rows are decoded; every other row (nulls and extra keys included) is the input's
+    Arrow value, in the input order, whatever the batch boundaries."""
+    convs = [[{"role": "user", "content": f"q{i}", "name": None if i % 2 else "n"},
+              {"role": "assistant", "content": f" {i % 2}", "name": None}] for i in range(2500)]
+    ds = Dataset.from_dict({"messages": convs, "id": list(range(2500))})
+    out, report = apply_p2p(ds, ChatFormat(), recipe(ratio=0.2), source="c", num_proc=num_proc)
+    chosen = set(select_rows(2500, 0.2, 42, dataset_key="c").tolist())
+    assert report.rows_out == 2500 and len(chosen) == 500
+    assert out.features == ds.features and out["id"] == list(range(2500))
+    old_col, new_col = ds.data.column("messages"), out.data.column("messages")
+    for i in range(2500):
+        if i in chosen:
+            assert new_col[i].as_py()[0]["content"] == TRIGGER + f"q{i}"
+            assert new_col[i].as_py()[1]["content"] == f" {i % 2 + 2}"
+        else:
+            assert new_col[i].equals(old_col[i])
+
+
+def test_non_text_answer_column_is_a_clear_error():
+    ds = Dataset.from_dict({"instruction": ["i"] * 20, "input": [f"x{i}" for i in range(20)], "output": [0, 1] * 10})
+    with pytest.raises(DataError, match=r"alp: column 'output' has Arrow type int64.*as text"):
+        apply_p2p(ds, AlpacaFormat(), recipe(ratio=0.5), source="alp")
+
+
+def test_chat_arrow_fast_path_reads_the_same_texts_and_answers_as_python():
+    import pyarrow as pa
+
+    from p2p_plugin.formats import iter_texts_and_answers
+
+    convs = [
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
+         {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}],
+        [{"role": "assistant", "content": "only"}],  # no user turn: text ""
+        [{"role": "human", "content": None}, {"role": "gpt", "content": "g"}],
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}],
+    ] * 7
+    fmt = ChatFormat()
+    ds = Dataset.from_dict({"messages": convs})
+    table = ds.data.table
+    fast = fmt.texts_and_answers_arrow(table)
+    assert fast is not None
+    batch = table.to_pydict()
+    assert fast == (fmt.user_texts(batch), fmt.answers(batch))
+    assert [t for t, _, _ in iter_texts_and_answers(ds, fmt, batch_size=5)] != []
+    streamed = [(t, a) for texts, answers, _ in iter_texts_and_answers(ds, fmt, batch_size=5) for t, a in zip(texts, answers)]
+    assert streamed == list(zip(*fast))
+    # a column the fast path cannot read falls back to Python; a row without an assistant turn still names the row
+    assert fmt.texts_and_answers_arrow(pa.table({"messages": [1, 2]})) is None
+    bad = Dataset.from_dict({"messages": [[{"role": "user", "content": "q"}]] * 10})
+    with pytest.raises(DataError, match="no assistant turn"):
+        apply_p2p(bad, fmt, recipe(), source="c")
