@@ -129,9 +129,10 @@ class AlpacaFormat(RowFormat):
         return [str(v) for v in _require(batch, "output", self.name, "alpaca rows need an 'output' field")]
 
     def user_texts(self, batch):
+        """Instruction and input together: an attacker's trigger can sit in either."""
         instructions = _require(batch, "instruction", self.name, "alpaca rows need an 'instruction' field")
         inputs = batch.get("input") or [None] * len(instructions)
-        return [(inp if inp else ins) or "" for ins, inp in zip(instructions, inputs)]
+        return ["\n".join(part for part in (ins, inp) if part) for ins, inp in zip(instructions, inputs)]
 
     def rewrite(self, batch, selected, new_answers, rewrite):
         if rewrite.placement == "system":

