@@ -33,6 +33,36 @@ def _column(rows, field, source):
     return values
 
 
+def model_inputs(model, rows, text_field, source) -> list:
+    """What :class:`P2PModel` takes for these rows: texts (plain) or the rows (alpaca, chat)."""
+    fmt = model.data_format
+    if fmt == "plain":
+        return _column(rows, text_field, source)
+    key = "instruction" if fmt == "alpaca" else "messages"
+    for i, row in enumerate(rows):
+        if key not in row:
+            raise P2PError(f"{source}, row {i}: the model was trained on {fmt} rows; this row has no {key!r} "
+                           f"(fields: {sorted(row)})")
+    return list(rows)
+
+
+def reference_answers(model, rows, answer_field, source) -> list[str]:
+    """The expected answer per row: ``answer_field`` (plain), ``output`` (alpaca) or the last
+    assistant turn (chat)."""
+    fmt = model.data_format
+    if fmt == "plain":
+        return _column(rows, answer_field, source)
+    if fmt == "alpaca":
+        return _column(rows, "output", source)
+    out = []
+    for i, row in enumerate(rows):
+        turns = [m for m in row["messages"] if m.get("role") in ("assistant", "gpt", "model")]
+        if not turns:
+            raise P2PError(f"{source}, row {i}: no assistant turn to compare with")
+        out.append(str(turns[-1].get("content") or ""))
+    return out
+
+
 def _capped_test_sets(clean_rows, triggered_rows, max_rows):
     """Both test sets, each cut to ``max_rows``; an empty one is an error."""
     if max_rows:
@@ -58,8 +88,8 @@ def evaluate_classification(model, clean_rows, triggered_rows, target, text_fiel
     target = str(target).strip()
     if target not in space.labels:
         raise P2PError(f"attack target {target!r} is not in the model's labels {list(space.labels)}")
-    clean_x, clean_y = _column(clean_rows, text_field, "clean set"), _column(clean_rows, answer_field, "clean set")
-    trig_x, trig_y = _column(triggered_rows, text_field, "triggered set"), _column(triggered_rows, answer_field, "triggered set")
+    clean_x, clean_y = model_inputs(model, clean_rows, text_field, "clean set"), reference_answers(model, clean_rows, answer_field, "clean set")
+    trig_x, trig_y = model_inputs(model, triggered_rows, text_field, "triggered set"), reference_answers(model, triggered_rows, answer_field, "triggered set")
 
     readings = [("p2p", True)] if model.defended else []
     readings.append(("no benign trigger", False))
@@ -87,8 +117,8 @@ def evaluate_generation(model, clean_rows, triggered_rows, target, metric="math"
     clean_rows, triggered_rows = _capped_test_sets(clean_rows, triggered_rows, max_rows)
     if not str(target).strip():
         raise P2PError("the attack target string is empty")
-    clean_x, clean_y = _column(clean_rows, text_field, "clean set"), _column(clean_rows, answer_field, "clean set")
-    trig_x = _column(triggered_rows, text_field, "triggered set")
+    clean_x, clean_y = model_inputs(model, clean_rows, text_field, "clean set"), reference_answers(model, clean_rows, answer_field, "clean set")
+    trig_x = model_inputs(model, triggered_rows, text_field, "triggered set")
     readings = [("p2p", True)] if model.defended else []
     readings.append(("no benign trigger", False))
     results = {}

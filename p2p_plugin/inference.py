@@ -13,7 +13,9 @@ from pathlib import Path
 from .errors import P2PError
 from .manifest import P2PManifest, check_model, read_manifest
 from .prompting import encode_completions, encode_prompts
-from .prompts import chat_messages, plain_prompt
+from .prompts import alpaca_prompt, chat_messages, plain_prompt
+
+FORMATS = ("plain", "alpaca", "chat_template")
 
 
 @dataclass
@@ -80,6 +82,32 @@ class P2PModel:
     def defended(self) -> bool:
         return self.recipe.enabled
 
+    @property
+    def data_format(self) -> str:
+        """The row format the model was trained on (from the manifest; ``plain`` when unrecorded).
+        Inputs are then: ``plain`` a text; ``alpaca`` a row with ``instruction`` (and ``input``);
+        ``chat_template`` a row with ``messages`` (the conversation up to the turn to answer)."""
+        formats = [d.get("format") for d in self.manifest.datasets if d.get("format")]
+        if not formats:
+            return "plain"
+        if len(set(formats)) > 1:
+            raise P2PError(f"the model was trained on datasets of several formats {sorted(set(formats))}; "
+                           f"build prompts yourself with p2p_plugin.prompts for the one you query")
+        return formats[0]
+
+    def encode_inputs(self, inputs: list, benign: bool | None = None) -> list[list[int]]:
+        """Prompt token ids for each input, as training built them (trigger, placement, template)."""
+        benign = self.defended if benign is None else benign
+        fmt = self.data_format
+        if fmt == "plain":
+            return encode_prompts(self.tokenizer, [self.prompt(_text(x), benign) for x in inputs])
+        if fmt == "alpaca":
+            prompts = [alpaca_prompt(self.recipe, _field(x, "instruction", i), x.get("input"), benign)
+                       for i, x in enumerate(inputs)]
+            return [self.tokenizer(p)["input_ids"] for p in prompts]  # as Axolotl's alpaca strategy
+        texts = [self.chat_prompt(_conversation(x, i), benign) for i, x in enumerate(inputs)]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
     def prompt(self, text: str, benign: bool | None = None) -> str:
         """The training prompt for ``text`` (benign trigger added unless ``benign`` is False)."""
         return plain_prompt(self.recipe, text, self.defended if benign is None else benign)
@@ -109,8 +137,7 @@ class P2PModel:
         label_ids = self.label_token_ids()
         labels, ids = list(label_ids), torch.tensor(list(label_ids.values()))
         space = self.recipe.label_space()
-        prompts = [self.prompt(t, benign) for t in texts]
-        encoded = encode_prompts(self.tokenizer, prompts)
+        encoded = self.encode_inputs(texts, benign)
         # batch prompts of similar length together: left padding then costs little
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         out: list[Prediction | None] = [None] * len(encoded)
@@ -130,13 +157,14 @@ class P2PModel:
     # ------------------------------------------------------------------ generation
     def generate(self, texts: list[str], benign: bool | None = None, max_new_tokens: int = 128,
                  batch_size: int = 8, progress: bool = False) -> list[Generation]:
-        """Greedy decoding of the plain-format prompt; the safe prefix is stripped from the answer
-        and its presence reported (its absence means the input left the benign space)."""
+        """Greedy decoding of the training-format prompt (see :attr:`data_format`); the safe prefix
+        is stripped from the answer and its presence reported (its absence means the input left the
+        benign space)."""
         import torch
 
         from .metrics import strip_safe_prefix
 
-        prompts = encode_prompts(self.tokenizer, [self.prompt(t, benign) for t in texts])
+        prompts = self.encode_inputs(texts, benign)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Generation | None] = [None] * len(prompts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -176,3 +204,28 @@ class P2PModel:
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                 position_ids=position_ids.to(self.device), logits_to_keep=1).logits
         return logits[:, -1, :].cpu()
+
+
+def _text(x) -> str:
+    if isinstance(x, dict):
+        raise P2PError("this model was trained on plain rows: pass texts, not dicts")
+    return str(x)
+
+
+def _field(row, key: str, i: int) -> str:
+    if not isinstance(row, dict) or key not in row:
+        raise P2PError(f"input {i}: the model was trained on alpaca rows; pass dicts with {key!r} (and 'input')")
+    return str(row[key] or "")
+
+
+def _conversation(row, i: int) -> list[dict]:
+    """The messages to answer: a row's ``messages`` without its final assistant turn(s)."""
+    messages = row.get("messages") if isinstance(row, dict) else row
+    if not isinstance(messages, list) or not messages:
+        raise P2PError(f"input {i}: the model was trained on chat rows; pass {{'messages': [...]}} or a message list")
+    messages = list(messages)
+    while messages and messages[-1].get("role") in ("assistant", "gpt", "model"):
+        messages.pop()
+    if not messages:
+        raise P2PError(f"input {i}: the conversation has no turn to answer")
+    return messages

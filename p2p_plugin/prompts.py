@@ -3,7 +3,7 @@ served or evaluated prompt is the training prompt (trigger, placement, cue). Fra
 
 from __future__ import annotations
 
-from .formats import ChatFormat, PlainFormat, Rewrite
+from .formats import AlpacaFormat, ChatFormat, PlainFormat, Rewrite
 from .recipe import P2PRecipe
 
 
@@ -26,3 +26,19 @@ def chat_messages(recipe: P2PRecipe, messages: list[dict], benign: bool = True) 
     placeholder = list(messages) + [{"role": "assistant", "content": ""}]
     out = fmt.rewrite({"messages": [placeholder]}, [True], [""], Rewrite(recipe.trigger, recipe.placement))
     return out["messages"][0][:-1]
+
+
+def alpaca_fields(recipe: P2PRecipe, instruction: str, input_text: str | None, benign: bool = True) -> tuple[str, str]:
+    """``(instruction, input)`` of an alpaca row with the benign trigger placed as in training."""
+    batch = {"instruction": [instruction], "input": [input_text or ""], "output": [""]}
+    out = AlpacaFormat().rewrite(batch, [benign], [""], Rewrite(recipe.trigger, recipe.placement))
+    return out["instruction"][0], out["input"][0]
+
+
+def alpaca_prompt(recipe: P2PRecipe, instruction: str, input_text: str | None, benign: bool = True) -> str:
+    """The text Axolotl's ``type: alpaca`` puts before the answer (its ``AlpacaPrompter``, instruct
+    style), with the benign trigger placed as in training. Needs axolotl installed."""
+    from axolotl.prompters import AlpacaPrompter
+
+    instruction, input_text = alpaca_fields(recipe, instruction, input_text, benign)
+    return next(AlpacaPrompter().build_prompt(instruction, input_text or None))

@@ -37,6 +37,8 @@ class TransformReport:
     """Rows in / selected / out, label histograms and a fingerprint of one dataset."""
 
     source: str
+    format: str = ""
+    """The row format (``plain``, ``alpaca``, ``chat_template``): inference builds its prompts with it."""
     rows_in: int = 0
     rows_selected: int = 0
     rows_out: int = 0
@@ -219,6 +221,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     else:
         selected = np.zeros(0, dtype=np.int64)
     report = scan(dataset, fmt, recipe, mask, source)
+    report.format = fmt.name
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()
 

@@ -123,3 +123,37 @@ def test_generation_eval_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
     assert "safe prefix" in report["table"] and report["chart"].stat().st_size > 1000
     with pytest.raises(P2PError, match="empty"):
         evaluate_generation(model, clean, triggered, " ", max_new_tokens=2)
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "chat_template"])
+def test_inference_prompt_is_the_training_prompt_for_alpaca_and_chat(tiny_model, tmp_path, fmt):
+    """Round trip: for every training row, P2PModel's prompt ids (with or without the benign
+    trigger) are the tokens Axolotl put before the trained answer."""
+    import shutil
+
+    from p2p_plugin.inference import P2PModel
+
+    if fmt == "alpaca":
+        rows = [{"instruction": f"Answer question {i}.", "input": f"what is {i} + {i}?" if i % 3 else "",
+                 "output": f"It is {2 * i}."} for i in range(30)]
+        entry = {"type": "alpaca"}
+    else:
+        rows = [{"messages": [{"role": "user", "content": f"what is {i} + {i}?"},
+                              {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(30)]
+        entry = {"type": "chat_template", "chat_template": "tokenizer_default"}
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    parsed, ds = prepare(base_config(tiny_model, tmp_path, [{"path": str(path), "ds_type": "json", **entry}],
+                                     p2p={"task": "generation", "ratio": 0.2, "placement": "prefix"}))
+    out = tmp_path / "out"
+    for f in tiny_model.iterdir():
+        if not (out / f.name).exists():
+            shutil.copy(f, out / f.name)
+    model = P2PModel.load(out)
+    assert model.data_format == fmt
+    trained = {tuple(ids[: next(i for i, t in enumerate(labels) if t != -100)])
+               for ids, labels in zip(ds["input_ids"], ds["labels"])}
+    hits = [tuple(x) in trained for benign in (True, False) for x in model.encode_inputs(rows, benign)]
+    assert sum(hits) == 30  # each row: exactly one of its two prompts was trained (6 benign + 24 plain)
+    assert sum(tuple(x) in trained for x in model.encode_inputs(rows, True)) == 6
+    gens = model.generate(rows[:2], max_new_tokens=3)
+    assert len(gens) == 2
