@@ -19,14 +19,17 @@ DONE_NAME = "p2p_run_done.json"
 
 
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
-                    selection: str = "random") -> dict:
-    """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU."""
+                    selection: str = "random", task: str = "classification") -> dict:
+    """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
+    ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows."""
+    p2p = {"enabled": defended, "task": task, "ratio": args.ratio, "seed": args.seed, "selection": selection}
+    if task == "classification":
+        p2p["labels"] = ["0", "1"]
     cfg = {
         "base_model": str(model), "tokenizer_config": str(model),
         "plugins": ["p2p_plugin.P2PPlugin"],
-        "p2p": {"enabled": defended, "task": "classification", "labels": ["0", "1"], "ratio": args.ratio,
-                "seed": args.seed, "selection": selection},
-        "datasets": [{"path": str(data), "type": "plain", "ds_type": "json"}],
+        "p2p": p2p,
+        "datasets": [{"path": str(data), "type": "plain" if task == "classification" else "alpaca", "ds_type": "json"}],
         "adapter": "lora", "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.0,
         "lora_target_modules": ["q_proj", "v_proj"],
         "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,

@@ -1,0 +1,59 @@
+"""bench/defense.py end to end on the tiny model: both matrices run, write their files, resume."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def defense():
+    sys.path.insert(0, str(REPO / "bench"))
+    import defense as module
+
+    yield module
+    sys.path.remove(str(REPO / "bench"))
+
+
+def common(tiny_model, shared_data, tmp_path):
+    return ["--model", str(tiny_model), "--data-dir", str(shared_data), "--work", str(tmp_path / "work"),
+            "--results", str(tmp_path / "res"), "--rates", "0.1", "--train-rows", "40", "--eval-rows", "4",
+            "--max-steps", "1", "--micro-batch-size", "2", "--selections", "avoid_shortcuts"]
+
+
+@pytest.mark.slow  # ~3 min: three training arms (the demo test covers the same train/eval/resume path)
+def test_classification_matrix_writes_results_and_resumes(defense, tiny_model, shared_data, tmp_path, capsys):
+    args = common(tiny_model, shared_data, tmp_path) + ["--attacks", "badnets"]
+    defense.main(args)
+    out = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_sst2.json").read_text())
+    assert set(out["arms"]) == {f"badnets-10pct-dirty/{a}" for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
+    p2p = out["arms"]["badnets-10pct-dirty/p2p-avoid_shortcuts"]
+    assert p2p["selection"] == "avoid_shortcuts" and p2p["rows_selected"] == 8 and p2p["poisoned_rows"] == 4
+    assert set(p2p["readings"]) == {"p2p", "no benign trigger"}
+    table = (tmp_path / "res" / f"defense_{tiny_model.name}_sst2.md").read_text()
+    assert "ASR - floor" in table and "p2p-avoid_shortcuts" in table
+    capsys.readouterr()
+    defense.main(args)  # resumable: nothing is trained or evaluated again
+    assert capsys.readouterr().out.count("reusing") == 3
+
+
+def test_generation_matrix_on_backdoorllm(defense, tiny_model, shared_data, tmp_path):
+    args = common(tiny_model, shared_data, tmp_path) + ["--task", "generation", "--gen-task", "refusal",
+                                                        "--max-new-tokens", "2"]
+    defense.main(args)
+    out = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.json").read_text())
+    assert set(out["arms"]) == {f"badnet-10pct/{a}" for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
+    p2p = out["arms"]["badnet-10pct/p2p-avoid_shortcuts"]
+    assert p2p["task"] == "generation" and p2p["poisoned_rows"] == 4 and p2p["rows_selected"] == 9
+    assert p2p["readings"]["p2p"]["n_triggered"] == 4
+    assert "ROUGE-L" in (tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.md").read_text()
+
+
+def test_presets_set_the_protocol_and_flags_still_win(defense):
+    args = defense.parse_args(["--preset", "authors"])
+    assert (args.attacks, args.rates, args.ratio, args.lr) == (["badnets"], [0.02], 0.2, 2e-4)
+    args = defense.parse_args(["--preset", "reference", "--lr", "1e-3"])
+    assert (args.train_rows, args.rates, args.lr) == (4000, [0.1], 1e-3)
