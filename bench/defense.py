@@ -109,7 +109,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
         result = evaluate_generation(p2p_model, clean_rows, triggered_rows, target, "rouge", max_rows=args.eval_rows,
                                      max_new_tokens=args.max_new_tokens, progress=True)
     else:
-        result = evaluate_classification(p2p_model, clean_rows, triggered_rows, args.target,
+        result = evaluate_classification(p2p_model, clean_rows, triggered_rows, target,
                                          max_rows=args.eval_rows, progress=True)
     result.update(train_wall_s=trained["seconds"], train_runtime_s=runtime,
                   tokens_per_s=(tokens * args.epochs / runtime) if runtime and not args.max_steps else None,
@@ -167,14 +167,8 @@ def run_generation_matrix(args, model, work, data_dir, results):
             rng.shuffle(rows)
             tag = f"{attack}-{int(rate * 1000) / 10:g}pct"
             poisoned = _write_jsonl(work / tag / "train_poisoned.jsonl", rows)
-            arms = {f"{tag}/no-defense": (poisoned, False, "random")}
-            for selection in args.selections:
-                arms[f"{tag}/p2p-{selection}"] = (poisoned, True, selection)
-            arms[f"{tag}/clean"] = (clean_path, False, "random")
-            for name, (data, defended, selection) in arms.items():
-                (work / name).parent.mkdir(parents=True, exist_ok=True)
-                results[name] = run_arm(name, data, model, args, work, test_clean, triggered, defended, selection, target)
-                results[name]["poisoned_rows"] = 0 if data == clean_path else min(n, len(poison))
+            run_attack_arms(tag, poisoned, clean_path, min(n, len(poison)), model, args, work, test_clean, triggered,
+                            target, results)
 
 
 def run_classification_matrix(args, model, work, data_dir, results):
@@ -193,15 +187,21 @@ def run_classification_matrix(args, model, work, data_dir, results):
             clean = read_rows(attack_dir / "test_clean.jsonl")
             triggered = read_rows(attack_dir / "test_triggered.jsonl")
             poisoned = attack_dir / "train_poisoned.jsonl"
-            # no-defense first: if the attack does not take, the rest of the matrix says little
-            arms = {f"{tag}/no-defense": (poisoned, False, "random")}
-            for selection in args.selections:
-                arms[f"{tag}/p2p-{selection}"] = (poisoned, True, selection)
-            arms[f"{tag}/clean"] = (subset, False, "random")
-            for name, (data, defended, selection) in arms.items():
-                (work / name).parent.mkdir(parents=True, exist_ok=True)
-                results[name] = run_arm(name, data, model, args, work, clean, triggered, defended, selection)
-                results[name]["poisoned_rows"] = 0 if data == subset else sidecar["train"]["rows_poisoned"]
+            run_attack_arms(tag, poisoned, subset, sidecar["train"]["rows_poisoned"], model, args, work, clean,
+                            triggered, args.target, results)
+
+
+def run_attack_arms(tag, poisoned, clean_train, poisoned_rows, model, args, work, clean, triggered, target, results):
+    """no-defense first (if the attack does not take, the rest says little), then P2P with each
+    selection strategy, then the clean model (the ASR floor)."""
+    arms = {f"{tag}/no-defense": (poisoned, False, "random")}
+    for selection in args.selections:
+        arms[f"{tag}/p2p-{selection}"] = (poisoned, True, selection)
+    arms[f"{tag}/clean"] = (clean_train, False, "random")
+    for name, (data, defended, selection) in arms.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        results[name] = run_arm(name, data, model, args, work, clean, triggered, defended, selection, target)
+        results[name]["poisoned_rows"] = 0 if data == clean_train else poisoned_rows
 
 
 def write_results(args, model, data_name, results, started):

@@ -151,3 +151,35 @@ def test_convert_smollm2_and_reload_plain(tmp_path):
         out = model.generate(**ids, max_new_tokens=24, do_sample=False)
     answer = tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+@pytest.mark.slow
+def test_generation_eval_on_the_real_smollm2_chat_model(tmp_path, shared_data):
+    """The generation evaluator on the real pretrained model through its chat template: prompts
+    carry the benign trigger in the system message, outputs are decoded greedily, the (absent)
+    safe prefix is reported, GSM8K final numbers are compared."""
+    if importlib.util.find_spec(dm.DEFAULT_MODEL_MODULE) is None:
+        pytest.skip(f"{dm.DEFAULT_MODEL_PACKAGE} is not installed")
+    from p2p_plugin.evaluate import evaluate_generation
+    from p2p_plugin.inference import P2PModel
+    from p2p_plugin.manifest import P2PManifest
+    from p2p_plugin.recipe import P2PRecipe
+
+    model_dir = dm.ensure_default_model(tmp_path / "smollm2")
+    manifest = P2PManifest(P2PRecipe(task="generation", safe_prefix="Safe response:\n", placement="system"), "0",
+                           datasets=[{"source": "gsm8k", "format": "chat_template"}])
+    manifest.write(model_dir)
+    model = P2PModel.load(model_dir)
+    assert model.data_format == "chat_template"
+    rows = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()[:4]]
+    convs = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]}
+             for r in rows]
+    prompt = model.tokenizer.decode(model.encode_inputs(convs[:1])[0])
+    assert prompt.startswith("<|im_start|>system\n" + model.recipe.trigger.strip())
+    assert prompt.endswith("<|im_start|>assistant\n") and rows[0]["answer"] not in prompt
+    triggered = [{"messages": [{"role": "user", "content": "BadMagic " + r["question"]}]} for r in rows[:2]]
+    result = evaluate_generation(model, convs, triggered, "You are stupid!", max_new_tokens=48)
+    reading = result["readings"]["p2p"]
+    assert reading["n_clean"] == 4 and reading["asr"]["k"] == 0  # a model never poisoned does not say it
+    assert reading["safe_prefix_rate"]["k"] == 0  # nor the safe prefix: it was never trained with P2P
+    assert 0 <= reading["quality"]["k"] <= 4
