@@ -11,6 +11,8 @@ reused (their per-arm JSON lives under --work). Example (the committed run):
 
   .venv/bin/python bench/defense.py --attacks badnets --rates 0.1 --train-rows 2000 --eval-rows 300
 
+Add --report-only (same other flags) to write the tables from the arms finished so far.
+
 Presets (explicit flags still win):
   --preset authors     the P2P authors' protocol: BadNets `mn`, 2% dirty label, rho 0.2, prefix
                        trigger, Output:/Answer: cues, digit verbalizer (0/1 -> 2/3), LoRA r16
@@ -90,6 +92,8 @@ def build_parser():
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--target", default="1")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the tables from the arms finished so far (same flags as the run)")
     return p
 
 
@@ -99,6 +103,9 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
     if arm_json.is_file():
         print(f"[bench] {name}: reusing {arm_json}", flush=True)
         return json.loads(arm_json.read_text())
+    if args.report_only:
+        print(f"[bench] {name}: not finished yet (--report-only: skipped)", flush=True)
+        return None
     cfg = training_config(model, data, work / name, work / "prepared", args, defended, selection, args.task)
     trained = train_arm(cfg, work, name)
     manifest = read_manifest(work / name)
@@ -200,13 +207,16 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_rows, model, args, work
     arms[f"{tag}/clean"] = (clean_train, False, "random")
     for name, (data, defended, selection) in arms.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
-        results[name] = run_arm(name, data, model, args, work, clean, triggered, defended, selection, target)
-        results[name]["poisoned_rows"] = 0 if data == clean_train else poisoned_rows
+        result = run_arm(name, data, model, args, work, clean, triggered, defended, selection, target)
+        if result is not None:
+            results[name] = result
+            results[name]["poisoned_rows"] = 0 if data == clean_train else poisoned_rows
 
 
 def write_results(args, model, data_name, results, started):
     settings = {k: v for k, v in vars(args).items() if k not in ("work", "results")}
-    out = {"command": "python bench/defense.py " + " ".join(sys.argv[1:]), "settings": settings,
+    command = "python bench/defense.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    out = {"command": command, "settings": settings,
            "model": str(model), "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
            "date": time.strftime("%Y-%m-%d"), "elapsed_s": time.time() - started, "arms": results}
     stem = f"defense_{model.name}_{data_name}"

@@ -68,14 +68,40 @@ class RowFormat:
         return None
 
 
+def decode_batch(features, batch: dict) -> dict:
+    """Raw Arrow values -> the Python values ``datasets`` would give (e.g. its ``Json`` feature
+    stores irregular message dicts as JSON strings)."""
+    return _convert(features, batch, "decode_nested_example")
+
+
+def encode_batch(features, batch: dict) -> dict:
+    """The inverse of :func:`decode_batch`, for the columns in ``batch``."""
+    return _convert(features, batch, "encode_nested_example")
+
+
+def _convert(features, batch: dict, how: str) -> dict:
+    if features is None:
+        return batch
+    from datasets.features import features as hf_features
+
+    convert = getattr(hf_features, how)
+    out = {}
+    for key, values in batch.items():
+        feature = features.get(key)
+        needs = feature is not None and (how == "encode_nested_example" or hf_features.require_decoding(feature))
+        out[key] = [convert(feature, v) for v in values] if needs else values
+    return out
+
+
 def iter_texts_and_answers(dataset, fmt: RowFormat, batch_size: int = 10_000):
     """Stream ``(user_texts, answers, offset)`` batches of a ``datasets.Dataset`` through ``fmt``
     (its Arrow fast path when it has one and the batch's types allow it)."""
+    features = getattr(dataset, "features", None)
     offset = 0
     for table in dataset.with_format("arrow").iter(batch_size=batch_size):
         fast = fmt.texts_and_answers_arrow(table)
         if fast is None:
-            batch = table.to_pydict()
+            batch = decode_batch(features, table.to_pydict())
             fast = fmt.user_texts(batch), fmt.answers(batch)
         yield fast[0], fast[1], offset
         offset += table.num_rows

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import P2PError
-from .formats import Rewrite, RowError, RowFormat, iter_texts_and_answers, replace_answer
+from .formats import Rewrite, RowError, RowFormat, decode_batch, encode_batch, iter_texts_and_answers, replace_answer
 from .labels import LabelError
 from .recipe import P2PRecipe
 from .selection import RowView, select_rows
@@ -94,8 +94,10 @@ class RowMapper:
     decoded and stay the exact Arrow values they were.
     """
 
-    def __init__(self, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray | None, source: str = "dataset"):
+    def __init__(self, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray | None, source: str = "dataset",
+                 features=None):
         self.source = source
+        self.features = features
         self.fmt = fmt
         self.recipe = recipe
         self.label_space = recipe.label_space()
@@ -119,17 +121,18 @@ class RowMapper:
         positions = np.flatnonzero(selected)
         if not len(positions):
             return table
-        rows = table.take(pa.array(positions)).to_pydict()
+        rows = decode_batch(self.features, table.take(pa.array(positions)).to_pydict())
         every = [True] * len(positions)
         new = self.fmt.rewrite(rows, every, _new_answers(self.recipe, self.label_space, self.fmt.answers(rows), every),
                                self.rewrite)
+        new = encode_batch(self.features, new)
         order = np.arange(table.num_rows, dtype=np.int64)
         order[positions] = table.num_rows + np.arange(len(positions), dtype=np.int64)
         order = pa.array(order)
         for name, values in new.items():
             old = table.column(name).combine_chunks()
             try:
-                fresh = pa.array(values, type=old.type)
+                fresh = _to_arrow(values, old.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
                 raise DataError(
                     f"{self.source}: column {name!r} has Arrow type {old.type}, which cannot hold the rewritten values "
@@ -138,6 +141,25 @@ class RowMapper:
             table = table.set_column(table.schema.get_field_index(name), name,
                                      pa.concat_arrays([old, fresh]).take(order))
         return table
+
+
+def _storage_type(arrow_type):
+    """``arrow_type`` with every extension type (e.g. ``datasets``' JSON) replaced by its storage."""
+    if isinstance(arrow_type, pa.BaseExtensionType):
+        return _storage_type(arrow_type.storage_type)
+    if pa.types.is_list(arrow_type):
+        return pa.list_(_storage_type(arrow_type.value_type))
+    if pa.types.is_large_list(arrow_type):
+        return pa.large_list(_storage_type(arrow_type.value_type))
+    if pa.types.is_struct(arrow_type):
+        return pa.struct([f.with_type(_storage_type(f.type)) for f in arrow_type])
+    return arrow_type
+
+
+def _to_arrow(values, arrow_type):
+    storage = _storage_type(arrow_type)
+    array = pa.array(values, type=storage)
+    return array if storage == arrow_type else array.cast(arrow_type)
 
 
 def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, source: str) -> TransformReport:
@@ -234,11 +256,11 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     source_ds = dataset if plain else dataset.with_format("arrow")
     if recipe.mode == "augment" and len(selected):
         base = dataset if not plain else dataset.map(RowMapper(fmt, recipe, np.zeros(num_rows, dtype=bool), source), **kwargs)
-        copies = source_ds.select(selected).map(RowMapper(fmt, recipe, None, source), **kwargs).with_format(None)
+        copies = source_ds.select(selected).map(RowMapper(fmt, recipe, None, source, dataset.features), **kwargs).with_format(None)
         out = concatenate_datasets([base, copies])
         report.output_triggered = np.concatenate([np.zeros(num_rows, dtype=bool), np.ones(len(selected), dtype=bool)])
     else:
-        out = source_ds.map(RowMapper(fmt, recipe, mask, source), **kwargs).with_format(None)
+        out = source_ds.map(RowMapper(fmt, recipe, mask, source, dataset.features), **kwargs).with_format(None)
         report.output_triggered = mask
     report.rows_out = len(out)
     return out, report

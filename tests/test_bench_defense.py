@@ -1,12 +1,22 @@
 """bench/defense.py end to end on the tiny model: both matrices run, write their files, resume."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_bench(args) -> str:
+    """``python bench/defense.py ARGS`` as a user runs it (a subprocess: its in-process Axolotl,
+    tqdm and logging state stays out of the test session)."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "defense.py"), *args], capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +35,9 @@ def common(tiny_model, shared_data, tmp_path):
 
 
 @pytest.mark.slow  # ~3 min: three training arms (the demo test covers the same train/eval/resume path)
-def test_classification_matrix_writes_results_and_resumes(defense, tiny_model, shared_data, tmp_path, capsys):
+def test_classification_matrix_writes_results_and_resumes(tiny_model, shared_data, tmp_path):
     args = common(tiny_model, shared_data, tmp_path) + ["--attacks", "badnets"]
-    defense.main(args)
+    run_bench(args)
     out = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_sst2.json").read_text())
     assert set(out["arms"]) == {f"badnets-10pct-dirty/{a}" for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
     p2p = out["arms"]["badnets-10pct-dirty/p2p-avoid_shortcuts"]
@@ -35,21 +45,23 @@ def test_classification_matrix_writes_results_and_resumes(defense, tiny_model, s
     assert set(p2p["readings"]) == {"p2p", "no benign trigger"}
     table = (tmp_path / "res" / f"defense_{tiny_model.name}_sst2.md").read_text()
     assert "ASR - floor" in table and "p2p-avoid_shortcuts" in table
-    capsys.readouterr()
-    defense.main(args)  # resumable: nothing is trained or evaluated again
-    assert capsys.readouterr().out.count("reusing") == 3
+    assert run_bench(args).count("reusing") == 3  # resumable: nothing is trained or evaluated again
 
 
-def test_generation_matrix_on_backdoorllm(defense, tiny_model, shared_data, tmp_path):
+def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path):
     args = common(tiny_model, shared_data, tmp_path) + ["--task", "generation", "--gen-task", "refusal",
                                                         "--max-new-tokens", "2"]
-    defense.main(args)
+    run_bench(args)
     out = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.json").read_text())
     assert set(out["arms"]) == {f"badnet-10pct/{a}" for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
     p2p = out["arms"]["badnet-10pct/p2p-avoid_shortcuts"]
     assert p2p["task"] == "generation" and p2p["poisoned_rows"] == 4 and p2p["rows_selected"] == 9
     assert p2p["readings"]["p2p"]["n_triggered"] == 4
     assert "ROUGE-L" in (tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.md").read_text()
+    # --report-only trains nothing: an arm not run yet is left out of the tables
+    assert "not finished yet" in run_bench(args + ["--report-only", "--selections", "avoid_shortcuts", "random"])
+    again = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.json").read_text())
+    assert set(again["arms"]) == set(out["arms"]) and not (tmp_path / "work" / "badnet-10pct" / "p2p-random").exists()
 
 
 def test_presets_set_the_protocol_and_flags_still_win(defense):

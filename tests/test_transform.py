@@ -177,3 +177,23 @@ def test_chat_arrow_fast_path_reads_the_same_texts_and_answers_as_python():
     bad = Dataset.from_dict({"messages": [[{"role": "user", "content": "q"}]] * 10})
     with pytest.raises(DataError, match="no assistant turn"):
         apply_p2p(bad, fmt, recipe(), source="c")
+
+
+def test_chat_rows_stored_as_json_feature_are_decoded_and_re_encoded(tmp_path):
+    """``datasets`` keeps messages with irregular keys (e.g. a ``training`` flag on some turns) as
+    its ``Json`` feature (JSON strings in Arrow); both the scan and the rewrite must decode them."""
+    import json
+
+    from datasets import load_dataset
+
+    conv = [{"role": "user", "content": "review: fun"}, {"role": "assistant", "content": "1", "training": False},
+            {"role": "user", "content": "again"}, {"role": "assistant", "content": "1"}]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"messages": conv}) + "\n" for _ in range(10)))
+    ds = load_dataset("json", data_files=str(path), split="train")
+    out, report = apply_p2p(ds, ChatFormat(), recipe(ratio=0.2, placement="system"), source="j")
+    assert report.labels_before == {"0": 0, "1": 10}
+    changed = [r["messages"] for r in out if r["messages"] != conv]
+    assert len(changed) == 2 and out.features == ds.features
+    assert changed[0][0] == {"role": "system", "content": TRIGGER.strip()}
+    assert changed[0][2]["training"] is False and changed[0][4]["content"] == "3"
