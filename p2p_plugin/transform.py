@@ -125,7 +125,11 @@ class RowMapper:
         every = [True] * len(positions)
         new = self.fmt.rewrite(rows, every, _new_answers(self.recipe, self.label_space, self.fmt.answers(rows), every),
                                self.rewrite)
-        new = encode_batch(self.features, new)
+        try:
+            new = encode_batch(self.features, new)
+        except (ValueError, TypeError) as err:
+            raise DataError(f"{self.source}: the rewritten rows do not fit the dataset's column types ({err}); "
+                            f"store text fields as text (e.g. \"output\": \"1\", not 1)") from None
         order = np.arange(table.num_rows, dtype=np.int64)
         order[positions] = table.num_rows + np.arange(len(positions), dtype=np.int64)
         order = pa.array(order)

@@ -144,10 +144,12 @@ def test_chat_untouched_rows_keep_their_exact_arrow_values_across_batches(num_pr
             assert new_col[i].equals(old_col[i])
 
 
-def test_non_text_answer_column_is_a_clear_error():
+def test_integer_answer_column_keeps_its_type_or_is_a_clear_error():
     ds = Dataset.from_dict({"instruction": ["i"] * 20, "input": [f"x{i}" for i in range(20)], "output": [0, 1] * 10})
-    with pytest.raises(DataError, match=r"alp: column 'output' has Arrow type int64.*as text"):
-        apply_p2p(ds, AlpacaFormat(), recipe(ratio=0.5), source="alp")
+    out, _ = apply_p2p(ds, AlpacaFormat(), recipe(ratio=0.5), source="alp")  # safe labels stay integers
+    assert out.features == ds.features and sorted(set(out["output"])) == [0, 1, 2, 3]
+    with pytest.raises(DataError, match=r"alp: the rewritten rows do not fit.*as text"):
+        apply_p2p(ds, AlpacaFormat(), P2PRecipe(task="generation", safe_prefix="Safe:\n"), source="alp")
 
 
 def test_chat_arrow_fast_path_reads_the_same_texts_and_answers_as_python():
