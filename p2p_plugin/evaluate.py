@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .errors import P2PError
+from .formats import ChatFormat
 from .metrics import (
     Rate,
     attack_success_rate,
@@ -56,7 +57,7 @@ def reference_answers(model, rows, answer_field, source) -> list[str]:
         return _column(rows, "output", source)
     out = []
     for i, row in enumerate(rows):
-        turns = [m for m in row["messages"] if m.get("role") in ("assistant", "gpt", "model")]
+        turns = [m for m in row["messages"] if m.get("role") in ChatFormat.assistant_roles]
         if not turns:
             raise P2PError(f"{source}, row {i}: no assistant turn to compare with")
         out.append(str(turns[-1].get("content") or ""))

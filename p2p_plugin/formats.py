@@ -208,13 +208,19 @@ class ChatFormat(RowFormat):
     training_detail_key: str | None = None
     name = "chat_template"
 
+    def template_role(self, role: str) -> str:
+        """The chat-template role of a dataset role (Axolotl's ``roles`` mapping)."""
+        for source, target in self.role_map:
+            if source == role:
+                return target
+        return role
+
     def carries_loss(self, message: dict) -> bool:
         """Whether Axolotl's chat_template strategy trains on this turn."""
         for key in (self.training_key, self.training_detail_key):
             if key and message.get(key) is not None:
                 return bool(message[key])
-        role = message.get(self.role_key)
-        return self.train_on_inputs or dict(self.role_map).get(role, role) in self.roles_to_train
+        return self.train_on_inputs or self.template_role(message.get(self.role_key)) in self.roles_to_train
 
     def _messages(self, batch):
         return _require(batch, self.field_messages, self.name,

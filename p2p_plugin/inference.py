@@ -13,9 +13,8 @@ from pathlib import Path
 from .errors import P2PError
 from .manifest import P2PManifest, check_model, read_manifest
 from .prompting import encode_completions, encode_prompts
+from .formats import ChatFormat
 from .prompts import alpaca_prompt, chat_messages, plain_prompt
-
-FORMATS = ("plain", "alpaca", "chat_template")
 
 
 @dataclass
@@ -224,7 +223,7 @@ def _conversation(row, i: int) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise P2PError(f"input {i}: the model was trained on chat rows; pass {{'messages': [...]}} or a message list")
     messages = list(messages)
-    while messages and messages[-1].get("role") in ("assistant", "gpt", "model"):
+    while messages and messages[-1].get("role") in ChatFormat.assistant_roles:
         messages.pop()
     if not messages:
         raise P2PError(f"input {i}: the conversation has no turn to answer")

@@ -72,9 +72,8 @@ def row_format(fmt: str, recipe: P2PRecipe, ds_cfg, cfg=None) -> RowFormat:
             training_key=ds_cfg.get("message_field_training"),
             training_detail_key=ds_cfg.get("message_field_training_detail"),
         )
-        role_of = dict(chat.role_map)
         trains_answers = chat.train_on_inputs or chat.training_key or chat.training_detail_key or any(
-            role_of.get(r, r) in chat.roles_to_train for r in chat.assistant_roles)
+            chat.template_role(r) in chat.roles_to_train for r in chat.assistant_roles)
         if recipe.task == "generation" and not trains_answers:
             raise P2PError(
                 f"dataset {dataset_source(ds_cfg)}: roles_to_train {list(chat.roles_to_train)} trains no assistant "
