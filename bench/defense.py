@@ -90,6 +90,8 @@ def build_parser():
     p.add_argument("--micro-batch-size", type=int, default=1)
     p.add_argument("--sequence-len", type=int, default=256)
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--save-steps", type=int, default=50,
+                   help="checkpoint every N steps so a killed arm resumes there (0: no checkpoints)")
     p.add_argument("--target", default="1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report-only", action="store_true",
@@ -119,7 +121,9 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
         result = evaluate_classification(p2p_model, clean_rows, triggered_rows, target,
                                          max_rows=args.eval_rows, progress=True)
     result.update(train_wall_s=trained["seconds"], train_runtime_s=runtime,
-                  tokens_per_s=(tokens * args.epochs / runtime) if runtime and not args.max_steps else None,
+                  tokens_per_s=(tokens * args.epochs / runtime)
+                  if runtime and not args.max_steps and not trained.get("resumed_from") else None,
+                  resumed_from=trained.get("resumed_from"),
                   final_loss=(trained.get("losses") or [None])[-1], selection=selection if defended else None,
                   rows_selected=sum(d["rows_selected"] for d in manifest.datasets))
     arm_json.write_text(json.dumps(result, indent=2))

@@ -44,7 +44,17 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
     }
     if args.max_steps:
         cfg["max_steps"] = args.max_steps
+    save_steps = getattr(args, "save_steps", 0)
+    if save_steps:  # a killed arm resumes from its last checkpoint instead of step 0
+        cfg.update(save_strategy="steps", save_steps=save_steps, save_total_limit=1,
+                   auto_resume_from_checkpoints=True)
     return cfg
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    """The newest ``checkpoint-<step>`` folder in an arm's output dir (what Axolotl resumes from)."""
+    steps = [int(p.name.split("-")[-1]) for p in Path(out_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return f"checkpoint-{max(steps)}" if steps else None
 
 
 def parse_trainer_logs(lines) -> dict:
@@ -75,7 +85,8 @@ def _is_number(value) -> bool:
 
 def train_arm(cfg: dict, work: Path, name: str) -> dict:
     """``axolotl train`` in a subprocess. Returns wall seconds, the trainer's runtime summary and
-    losses; refuses a NaN loss. Skips a finished arm (resumable)."""
+    losses; refuses a NaN loss. Skips a finished arm; with ``save_steps`` in the config a killed arm
+    resumes from its last checkpoint (then the runtime covers only the resumed part: ``resumed_from``)."""
     import yaml
 
     out = Path(cfg["output_dir"])
@@ -88,10 +99,12 @@ def train_arm(cfg: dict, work: Path, name: str) -> dict:
     env = {**os.environ, **OFFLINE_ENV}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     log_path = work / f"{name}.log"
-    print(f"[run] {name}: axolotl train {cfg_path} (log: {log_path})", flush=True)
+    resumed_from = last_checkpoint(out) if cfg.get("auto_resume_from_checkpoints") else None
+    print(f"[run] {name}: axolotl train {cfg_path} (log: {log_path})"
+          + (f", resuming from {resumed_from}" if resumed_from else ""), flush=True)
     start = time.time()
     lines = []
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if resumed_from else "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "axolotl.cli.train", str(cfg_path)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
@@ -103,7 +116,7 @@ def train_arm(cfg: dict, work: Path, name: str) -> dict:
     seconds = time.time() - start
     if code != 0:
         raise P2PError(f"training arm {name!r} failed (exit {code}); see {log_path}")
-    result = {"seconds": seconds, **parse_trainer_logs(lines)}
+    result = {"seconds": seconds, "resumed_from": resumed_from, **parse_trainer_logs(lines)}
     if any(loss != loss for loss in result["losses"]):  # NaN
         raise P2PError(f"training arm {name!r} produced a NaN loss; see {log_path}")
     done.write_text(json.dumps(result))
