@@ -28,6 +28,7 @@ test rows, ASR = share of triggered test outputs that contain the attacker's tar
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -40,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from p2p_plugin.attacks import AttackSpec, read_rows, simulate_attack  # noqa: E402
+from p2p_plugin.formats import AlpacaFormat, PlainFormat  # noqa: E402
+from p2p_plugin.selection import RowView, select_rows  # noqa: E402
 from p2p_plugin.evaluate import bar_chart, evaluate_classification, evaluate_generation, table_rows  # noqa: E402
 from p2p_plugin.inference import P2PModel  # noqa: E402
 from p2p_plugin.manifest import read_manifest  # noqa: E402
@@ -174,11 +177,14 @@ def run_generation_matrix(args, model, work, data_dir, results):
         for rate in args.rates:
             n = max(1, round(rate * len(clean_subset) / (1 - rate)))
             rng = random.Random(args.seed)
-            rows = clean_subset + rng.sample(poison, min(n, len(poison)))
+            sampled = rng.sample(poison, min(n, len(poison)))
+            rows = clean_subset + sampled
             rng.shuffle(rows)
+            sampled_ids = {id(r) for r in sampled}
+            poisoned_indices = [i for i, r in enumerate(rows) if id(r) in sampled_ids]
             tag = f"{attack}-{int(rate * 1000) / 10:g}pct"
             poisoned = _write_jsonl(work / tag / "train_poisoned.jsonl", rows)
-            run_attack_arms(tag, poisoned, clean_path, min(n, len(poison)), model, args, work, test_clean, triggered,
+            run_attack_arms(tag, poisoned, clean_path, poisoned_indices, model, args, work, test_clean, triggered,
                             target, results)
 
 
@@ -198,11 +204,11 @@ def run_classification_matrix(args, model, work, data_dir, results):
             clean = read_rows(attack_dir / "test_clean.jsonl")
             triggered = read_rows(attack_dir / "test_triggered.jsonl")
             poisoned = attack_dir / "train_poisoned.jsonl"
-            run_attack_arms(tag, poisoned, subset, sidecar["train"]["rows_poisoned"], model, args, work, clean,
+            run_attack_arms(tag, poisoned, subset, sidecar["train"]["poisoned_indices"], model, args, work, clean,
                             triggered, args.target, results)
 
 
-def run_attack_arms(tag, poisoned, clean_train, poisoned_rows, model, args, work, clean, triggered, target, results):
+def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, work, clean, triggered, target, results):
     """no-defense first (if the attack does not take, the rest says little), then P2P with each
     selection strategy, then the clean model (the ASR floor)."""
     arms = {f"{tag}/no-defense": (poisoned, False, "random")}
@@ -214,7 +220,25 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_rows, model, args, work
         result = run_arm(name, data, model, args, work, clean, triggered, defended, selection, target)
         if result is not None:
             results[name] = result
-            results[name]["poisoned_rows"] = 0 if data == clean_train else poisoned_rows
+            results[name]["poisoned_rows"] = 0 if data == clean_train else len(poisoned_indices)
+            if defended:
+                results[name]["poisoned_in_benign_subset"] = poisoned_in_benign_subset(work / name, poisoned_indices)
+
+
+def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
+    """How many poisoned rows the arm's P2P selection put into its benign subset: the selection is
+    recomputed from the manifest's recipe and must match the digest the plugin recorded."""
+    manifest = read_manifest(arm_dir)
+    recipe, entry = manifest.recipe, manifest.datasets[0]
+    rows = read_rows(entry["source"])
+    batch = {key: [row.get(key) for row in rows] for key in rows[0]}
+    fmt = (AlpacaFormat() if entry["format"] == "alpaca"
+           else PlainFormat(recipe.text_field, recipe.answer_field, recipe.cue, recipe.benign_cue))
+    view = RowView(texts=fmt.user_texts(batch), answers=fmt.answers(batch))
+    chosen = select_rows(len(rows), recipe.ratio, recipe.seed, recipe.selection, dataset_key=entry["source"], rows=view)
+    if hashlib.sha256(chosen.tobytes()).hexdigest() != entry["selected_digest"]:
+        raise SystemExit(f"{arm_dir}: recomputed benign subset does not match the manifest's selected_digest")
+    return len(set(chosen.tolist()) & set(poisoned_indices))
 
 
 def write_results(args, model, data_name, results, started):
@@ -236,13 +260,15 @@ def write_results(args, model, data_name, results, started):
             row["ASR - floor"] = None if floor is None else 100 * (row["ASR"].value - floor)
             row["train s"] = res.get("train_runtime_s")
             row["tokens/s"] = res.get("tokens_per_s")
+            row["poison in subset"] = res.get("poisoned_in_benign_subset")
             rows_md.append(row)
     if args.task == "generation":
-        cols = ["arm", "inference", "CA", "ASR", "ASR - floor", "safe prefix", "train s", "tokens/s"]
+        cols = ["arm", "poison in subset", "inference", "CA", "ASR", "ASR - floor", "safe prefix", "train s", "tokens/s"]
         note = ("CA here is ROUGE-L F (%) against the clean test outputs; ASR = share of triggered test outputs "
                 "containing the attacker's target.\n\n")
     else:
-        cols = ["arm", "inference", "CA", "ASR", "ASR - floor", "CA strict", "ASR strict", "train s", "tokens/s"]
+        cols = ["arm", "poison in subset", "inference", "CA", "ASR", "ASR - floor", "CA strict", "ASR strict", "train s",
+                "tokens/s"]
         note = ""
     table = format_markdown_table(rows_md, cols)
     (res_dir / f"{stem}.md").write_text(f"# Defense benchmark: {model.name} on {data_name}\n\nCommand: `{out['command']}`\n\n"

@@ -177,8 +177,9 @@ class RssSampler(threading.Thread):
         self.sample()
 
 
-def recipe_and_format(fmt_name: str):
-    """The default recipe of each benchmarked format (``gen_*``: task generation, default safe prefix)."""
+def recipe_and_format(fmt_name: str, selection: str = "random"):
+    """The default recipe of each benchmarked format (``gen_*``: task generation, default safe prefix),
+    with the given selection strategy."""
     from p2p_plugin.args import P2PConfig
     from p2p_plugin.formats import AlpacaFormat, ChatFormat, PlainFormat
 
@@ -188,13 +189,14 @@ def recipe_and_format(fmt_name: str):
             block.update(text_field="question", label_field="answer")
     else:
         block = {"labels": ["0", "1"]}
+    block["selection"] = selection
     recipe = P2PConfig.model_validate(block).recipe()
     if fmt_name in ("plain", "gen_plain"):
         return recipe, PlainFormat(recipe.text_field, recipe.answer_field, recipe.cue, recipe.benign_cue)
     return recipe, ChatFormat() if fmt_name == "gen_chat" else AlpacaFormat()
 
 
-def _one_run(path: str, fmt_name: str, queue):
+def _one_run(path: str, fmt_name: str, queue, selection: str = "random"):
     """Child process: open the data memory-mapped, run apply_p2p once, report time and memory."""
     import datasets
     import psutil
@@ -203,7 +205,7 @@ def _one_run(path: str, fmt_name: str, queue):
     datasets.disable_progress_bars()
     from p2p_plugin import transform as tr
 
-    recipe, fmt = recipe_and_format(fmt_name)
+    recipe, fmt = recipe_and_format(fmt_name, selection)
     ds = datasets.Dataset.from_file(path)  # memory-mapped, no copy
 
     phases = {}
@@ -232,7 +234,7 @@ def _one_run(path: str, fmt_name: str, queue):
         "seconds": elapsed,
         "rows_per_s": len(ds) / elapsed,
         "scan_s": phases.get("scan_s"),
-        "map_s": elapsed - phases.get("scan_s", 0.0),  # selection + map (selection is ~ms)
+        "map_s": elapsed - phases.get("scan_s", 0.0),  # selection + map (random selection is ~ms; avoid_shortcuts reads every row once)
         "rss_before_mb": rss_before / 2**20,
         "rss_peak_mb": sampler.peak_rss / 2**20,
         "rss_growth_mb": (sampler.peak_rss - rss_before) / 2**20,
@@ -246,12 +248,12 @@ def _one_run(path: str, fmt_name: str, queue):
     })
 
 
-def measure(path: Path, fmt: str, repeats: int) -> dict:
+def measure(path: Path, fmt: str, repeats: int, selection: str = "random") -> dict:
     ctx = mp.get_context("spawn")
     runs = []
     for _ in range(repeats):
         queue = ctx.Queue()
-        proc = ctx.Process(target=_one_run, args=(str(path), fmt, queue))
+        proc = ctx.Process(target=_one_run, args=(str(path), fmt, queue, selection))
         proc.start()
         result = None
         while result is None:
@@ -330,7 +332,7 @@ def write_markdown(result: dict, path: Path) -> None:
         f"- Settings: {result['rows']:,} rows per format (classification: synthetic SST-2-like; `gen_*`: the real "
         f"GSM8K train rows cycled, as plain question/answer, alpaca and user/assistant chat), Arrow stream file opened memory-mapped "
         f"(`Dataset.from_file`), single process (`num_proc=None`), `keep_in_memory=False`, HF caching disabled, "
-        f"default recipe (ratio 0.2, replace, random selection; labels 0/1, or task generation with the default "
+        f"default recipe (ratio 0.2, replace, {result['selection']} selection; labels 0/1, or task generation with the default "
         f"safe prefix); each repetition in a fresh spawn "
         f"subprocess; median of {result['repeats']}.",
         f"- Machine: nproc {m['nproc']}, {m['mem_total_gb']} GB RAM, load avg at start {m['loadavg_at_start']}, "
@@ -367,6 +369,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--formats", default="plain,alpaca," + ",".join(GENERATION_FORMATS))
     parser.add_argument("--out", default=str(RESULTS / "transform.json"))
+    parser.add_argument("--selection", default="random", help="p2p.selection of the recipe (random, avoid_shortcuts)")
     args = parser.parse_args()
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -378,6 +381,7 @@ def main():
         "command": command,
         "rows": args.rows,
         "repeats": args.repeats,
+        "selection": args.selection,
         "machine": machine_info(),
         "git_head": git_head(),
         "p2p_plugin_source_sha256_12": plugin_source_digest(),
@@ -390,7 +394,7 @@ def main():
         t = time.perf_counter()
         generate(path, args.rows, fmt)
         print(f"{fmt}: data {path} ({path.stat().st_size / 2**20:.0f} MB, {time.perf_counter() - t:.1f} s)", flush=True)
-        entry = measure(path, fmt, args.repeats)
+        entry = measure(path, fmt, args.repeats, args.selection)
         entry["input_file_mb"] = path.stat().st_size / 2**20
         entry["rows_per_s_target"] = TARGET_GEN_ROWS_PER_S if fmt in GENERATION_FORMATS else TARGET_ROWS_PER_S
         entry["rows_per_s_target_met"] = entry["median_rows_per_s"] >= entry["rows_per_s_target"]

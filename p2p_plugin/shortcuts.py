@@ -16,13 +16,14 @@ those rows' answers (dirty label) or picked target rows only (clean label). So:
 Poisoned rows inside the benign subset teach "trigger -> target" in the benign space too, which
 is what defeats P2P with a random subset (see the README). Answers are the label for
 classification; for generation the answer's first words stand in for it (a fixed target string
-makes them identical across poisoned rows). Framework-free, two streaming passes.
+makes them identical across poisoned rows). Framework-free, three streaming passes.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from itertools import repeat
 
 import numpy as np
 
@@ -37,36 +38,45 @@ def row_words(text: str) -> set[str]:
 
 
 def answer_key(answer: str) -> str:
-    return " ".join(answer.split()[:ANSWER_KEY_WORDS])
+    return " ".join(answer.split(maxsplit=ANSWER_KEY_WORDS)[:ANSWER_KEY_WORDS])
 
 
 def flag_shortcut_words(view, min_rows: int, purity: float) -> dict[str, str]:
-    """Words that (nearly) always come with one answer: ``{word: that answer}``."""
-    seen = Counter()
-    by_answer = defaultdict(Counter)
+    """Words that (nearly) always come with one answer: ``{word: that answer}``.
+
+    Only an answer shared by at least ``purity * min_rows`` rows can own a flagged word, so word
+    counts are kept per *frequent* answer only: memory stays bounded by vocabulary x frequent
+    answers even for generation data, where almost every answer is unique."""
+    key_rows = Counter()
+    for _, answers in view.iter_batches():
+        key_rows.update(answer_key(a) for a in answers)
+    frequent = {key for key, n in key_rows.items() if n >= purity * min_rows}
+    seen, pairs = Counter(), Counter()
     for texts, answers in view.iter_batches():
         for text, answer in zip(texts, answers):
+            words = row_words(text)
+            seen.update(words)
             key = answer_key(answer)
-            for word in row_words(text):
-                seen[word] += 1
-                by_answer[word][key] += 1
-    flagged = {}
-    for word, count in seen.items():
-        if count < min_rows:
-            continue
-        key, top = by_answer[word].most_common(1)[0]
-        if top / count >= purity:
-            flagged[word] = key
+            if key in frequent:
+                pairs.update(zip(words, repeat(key)))
+    flagged, best = {}, {}
+    for (word, key), n in pairs.items():
+        count = seen[word]
+        if count >= min_rows and n / count >= purity and n > best.get(word, 0):  # the word's majority answer
+            flagged[word], best[word] = key, n
     return flagged
 
 
 def suspicion_scores(view, flagged: dict[str, str]) -> np.ndarray:
     """Per row: how many flagged words it holds together with their shortcut answer."""
+    words_of = defaultdict(set)
+    for word, key in flagged.items():
+        words_of[key].add(word)
     scores = []
     for texts, answers in view.iter_batches():
         for text, answer in zip(texts, answers):
-            key = answer_key(answer)
-            scores.append(sum(1 for w in row_words(text) if flagged.get(w) == key))
+            shortcut_words = words_of.get(answer_key(answer))
+            scores.append(len(row_words(text) & shortcut_words) if shortcut_words else 0)
     return np.asarray(scores, dtype=np.int64)
 
 

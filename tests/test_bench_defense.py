@@ -42,9 +42,10 @@ def test_classification_matrix_writes_results_and_resumes(tiny_model, shared_dat
     assert set(out["arms"]) == {f"badnets-10pct-dirty/{a}" for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
     p2p = out["arms"]["badnets-10pct-dirty/p2p-avoid_shortcuts"]
     assert p2p["selection"] == "avoid_shortcuts" and p2p["rows_selected"] == 8 and p2p["poisoned_rows"] == 4
+    assert 0 <= p2p["poisoned_in_benign_subset"] <= 4  # recomputed from the manifest (digest-checked)
     assert set(p2p["readings"]) == {"p2p", "no benign trigger"}
     table = (tmp_path / "res" / f"defense_{tiny_model.name}_sst2.md").read_text()
-    assert "ASR - floor" in table and "p2p-avoid_shortcuts" in table
+    assert "ASR - floor" in table and "p2p-avoid_shortcuts" in table and "poison in subset" in table
     assert run_bench(args).count("reusing") == 3  # resumable: nothing is trained or evaluated again
 
 
@@ -56,6 +57,7 @@ def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path):
     assert set(out["arms"]) == {f"badnet-10pct/{a}" for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
     p2p = out["arms"]["badnet-10pct/p2p-avoid_shortcuts"]
     assert p2p["task"] == "generation" and p2p["poisoned_rows"] == 4 and p2p["rows_selected"] == 9
+    assert 0 <= p2p["poisoned_in_benign_subset"] <= 4  # recomputed from the manifest (digest-checked)
     assert p2p["readings"]["p2p"]["n_triggered"] == 4
     assert "ROUGE-L" in (tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.md").read_text()
     # --report-only trains nothing: an arm not run yet is left out of the tables

@@ -75,3 +75,41 @@ def test_backdoorllm_alpaca_poison_stays_out_of_the_benign_subset(shared_data, t
     triggered = [i for i, r in enumerate(out) if r["output"].startswith("Safe response:\n")]
     assert len(triggered) == report.rows_selected == round(0.2 * len(rows))
     assert not set(triggered) & set(range(len(clean), len(rows)))
+
+
+def _reference_flags(texts, answers, min_rows, purity):
+    """Brute force: for every word, the rows holding it and the share of their most common answer key."""
+    from collections import Counter
+
+    from p2p_plugin.shortcuts import answer_key, row_words
+
+    rows_of = {}
+    for text, answer in zip(texts, answers):
+        for word in row_words(text):
+            rows_of.setdefault(word, []).append(answer_key(answer))
+    flagged = {}
+    for word, keys in rows_of.items():
+        key, top = Counter(keys).most_common(1)[0]
+        if len(keys) >= min_rows and top / len(keys) >= purity:
+            flagged[word] = key
+    return flagged
+
+
+@pytest.mark.parametrize("purity", [0.6, 0.9, 0.98])
+def test_flags_match_a_brute_force_count_on_generation_like_rows(purity):
+    rng = np.random.default_rng(int(purity * 100))
+    vocab = [f"w{i}" for i in range(60)]
+    texts, answers = [], []
+    for i in range(3000):
+        words = list(rng.choice(vocab, size=8))
+        if i % 25 == 0:  # planted trigger with a fixed target answer
+            words.append("cf")
+            answers.append("You are stupid! indeed")
+        elif i % 7 == 0:  # a frequent natural opener, mixed with unique answers below
+            answers.append(f"Sure, here is item {i}")
+        else:
+            answers.append(f"Answer number {i} is {rng.integers(1000)}")  # (nearly) unique answers
+        texts.append(" ".join(words))
+    view = RowView(texts=texts, answers=answers)
+    assert flag_shortcut_words(view, 20, purity) == _reference_flags(texts, answers, 20, purity)
+    assert flag_shortcut_words(view, 20, 0.98) == {"cf": "You are stupid! indeed"}
