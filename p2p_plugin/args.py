@@ -62,9 +62,11 @@ class P2PConfig(BaseModel):
         "augment: rewritten copies are added after the original rows.",
     )
     selection: str = Field(
-        default="random",
-        description="How the benign subset is chosen (a registered selection strategy). random: a "
-        "seeded uniform subset; poisoned rows may land in it.",
+        default="avoid_shortcuts",
+        description="How the benign subset is chosen (a registered selection strategy). "
+        "avoid_shortcuts (default): a seeded random subset of the rows that hold no label shortcut, "
+        "which keeps trigger rows out of it without knowing the trigger; random: a seeded uniform "
+        "subset, so poisoned rows land in it at the poison rate (which defeats P2P, bench/results).",
     )
     trigger: str = Field(
         default=DEFAULT_TRIGGER, min_length=1,

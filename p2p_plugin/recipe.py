@@ -30,7 +30,7 @@ class P2PRecipe:
     ratio: float = 0.2
     seed: int = 42
     mode: str = "replace"
-    selection: str = "random"
+    selection: str = "avoid_shortcuts"
     extra: dict = field(default_factory=dict)
     """Settings of later features (kept verbatim, so old manifests stay readable)."""
 
@@ -52,6 +52,7 @@ class P2PRecipe:
         if unknown:
             raise ValueError(f"unknown P2P recipe keys {unknown}; known: {sorted(known)}")
         data = dict(data)
+        data.setdefault("selection", "random")  # manifests written before `selection` existed drew at random
         for key in ("labels", "safe_labels"):
             if key in data and data[key] is not None:
                 data[key] = tuple(str(v) for v in data[key])

@@ -241,8 +241,11 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
         raise DataError(f"{source}: the dataset is empty")
     mask = np.zeros(num_rows, dtype=bool)
     if recipe.enabled:
-        selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection,
-                               dataset_key=source, rows=RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection)
+        try:  # content-aware strategies read every row: a missing column surfaces here first
+            selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source,
+                                   rows=RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection)
+        except RowError as err:
+            raise DataError(f"{source}: {err}") from None
         mask[selected] = True
     else:
         selected = np.zeros(0, dtype=np.int64)
