@@ -30,6 +30,7 @@ def add_demo_arguments(p):
     p.add_argument("--poison-rate", type=float, default=0.1)
     p.add_argument("--target", default="1")
     p.add_argument("--ratio", type=float, default=0.2, help="p2p.ratio")
+    p.add_argument("--selection", default=None, help="p2p.selection of the P2P arm (default: the plugin's default)")
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--micro-batch-size", type=int, default=1,
@@ -108,7 +109,7 @@ def run_demo(args) -> dict:
     triggered = read_rows(attack_dir / sidecar["files"]["test_triggered"])
     results, seconds = {}, {}
     for name, defended in (("no-defense", False), ("p2p", True)):
-        cfg = training_config(model, poisoned, work / name, work / "prepared", args, defended)
+        cfg = training_config(model, poisoned, work / name, work / "prepared", args, defended, args.selection)
         seconds[name] = train_arm(cfg, work, name)["seconds"]
         p2p_model = P2PModel.load(work / name, base_model=model)
         print(f"[demo] evaluating {name} on {min(len(clean), args.eval_rows)} clean / "

@@ -19,11 +19,13 @@ DONE_NAME = "p2p_run_done.json"
 
 
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
-                    selection: str = "random", task: str = "classification", mode: str = "replace") -> dict:
+                    selection: str | None = None, task: str = "classification", mode: str = "replace") -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
-    ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows."""
-    p2p = {"enabled": defended, "task": task, "ratio": args.ratio, "seed": args.seed, "selection": selection,
-           "mode": mode}
+    ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
+    leaves the plugin's default (what a user who does not set it gets)."""
+    p2p = {"enabled": defended, "task": task, "ratio": args.ratio, "seed": args.seed, "mode": mode}
+    if selection is not None:
+        p2p["selection"] = selection
     if task == "classification":
         p2p["labels"] = ["0", "1"]
     cfg = {

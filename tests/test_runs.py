@@ -48,3 +48,14 @@ def test_killed_arm_resumes_from_its_checkpoint(tiny_model, shared_data, tmp_pat
     log = (tmp_path / "arm.log").read_text()  # appended to, not overwritten, by the resumed run
     assert log.count("Starting trainer") == 2
     assert f"resume from checkpoint at {out / 'checkpoint-2'}" in log.split("Starting trainer")[1]
+
+
+def test_selection_is_left_to_the_plugin_default_unless_given(tmp_path):
+    from p2p_plugin.args import P2PConfig
+
+    cfg = training_config(tmp_path / "m", tmp_path / "d.jsonl", tmp_path / "o", tmp_path / "p", arm_args(), True)
+    assert "selection" not in cfg["p2p"]
+    assert P2PConfig.model_validate(cfg["p2p"]).selection == "avoid_shortcuts"
+    cfg = training_config(tmp_path / "m", tmp_path / "d.jsonl", tmp_path / "o", tmp_path / "p", arm_args(), True,
+                          selection="random")
+    assert cfg["p2p"]["selection"] == "random"
