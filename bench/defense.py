@@ -270,6 +270,8 @@ def write_results(args, model, data_name, results, started):
         cols = ["arm", "poison in subset", "inference", "CA", "ASR", "ASR - floor", "CA strict", "ASR strict", "train s",
                 "tokens/s"]
         note = ""
+    note += ("`poison in subset`: poisoned training rows inside the arm's benign subset. `train s` / `tokens/s`: each "
+             "arm as it ran; the machine may have been shared, so compare costs with `bench/cost.py` (side by side).\n\n")
     table = format_markdown_table(rows_md, cols)
     (res_dir / f"{stem}.md").write_text(f"# Defense benchmark: {model.name} on {data_name}\n\nCommand: `{out['command']}`\n\n"
                                         f"{note}"

@@ -181,7 +181,7 @@ def bar_chart(results: dict[str, dict], path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [row for arm, res in results.items() for row in table_rows(arm, res)]
-    names = [f"{r['arm']}\n({r['inference']})" for r in rows]
+    names = ["\n".join([*r["arm"].split("/"), f"({r['inference']})"]) for r in rows]  # tag, arm, reading
     fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(rows)), 4))
     width = 0.38
     for offset, key, color in ((-width / 2, "CA", "#4C72B0"), (width / 2, "ASR", "#C44E52")):
