@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from p2p_plugin.attacks import read_rows  # noqa: E402
 from p2p_plugin.manifest import read_manifest  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table  # noqa: E402
-from p2p_plugin.runs import OFFLINE_ENV, train_arm, training_config  # noqa: E402
+from p2p_plugin.runs import OFFLINE_ENV, resolve_model, train_arm, training_config  # noqa: E402
 
 ARMS = ("no-defense", "replace", "augment", "authors-batch32")
 
@@ -101,12 +101,7 @@ def main(argv=None):
     os.environ.update(OFFLINE_ENV)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    if args.model:
-        model = Path(args.model).resolve()
-    else:
-        from p2p_plugin.default_model import ensure_default_model
-
-        model = ensure_default_model(REPO / "models" / "smollm2-135m-instruct")
+    model = resolve_model(args.model, REPO / "models")
     rows = read_rows(Path(args.data_dir) / "sst2" / "train.jsonl")
     random.Random(args.seed).shuffle(rows)
     data = work / "train.jsonl"

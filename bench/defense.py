@@ -47,7 +47,7 @@ from p2p_plugin.evaluate import bar_chart, evaluate_classification, evaluate_gen
 from p2p_plugin.inference import P2PModel  # noqa: E402
 from p2p_plugin.manifest import read_manifest  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table  # noqa: E402
-from p2p_plugin.runs import OFFLINE_ENV, train_arm, training_config  # noqa: E402
+from p2p_plugin.runs import OFFLINE_ENV, resolve_model, train_arm, training_config  # noqa: E402
 
 
 PRESETS = {
@@ -138,12 +138,7 @@ def main(argv=None):
     os.environ.update(OFFLINE_ENV)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    if args.model:
-        model = Path(args.model).resolve()
-    else:
-        from p2p_plugin.default_model import ensure_default_model
-
-        model = ensure_default_model(REPO / "models" / "smollm2-135m-instruct")
+    model = resolve_model(args.model, REPO / "models")
     data_dir = Path(args.data_dir)
     results, started = {}, time.time()
     if args.task == "generation":

@@ -18,6 +18,15 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NO
 DONE_NAME = "p2p_run_done.json"
 
 
+def resolve_model(model: str | None, cache: Path) -> Path:
+    """The model folder given, else the embedded SmolLM2-135M-Instruct, converted once into ``cache``."""
+    if model:
+        return Path(model).resolve()
+    from .default_model import ensure_default_model
+
+    return ensure_default_model(Path(cache) / "smollm2-135m-instruct")
+
+
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
                     selection: str | None = None, task: str = "classification", mode: str = "replace") -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
