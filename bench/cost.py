@@ -69,10 +69,11 @@ def run_once(arm: str, repeat: int, model: Path, data: Path, work: Path, args) -
     out = work / name
     shutil.rmtree(out, ignore_errors=True)  # a timing is only valid for a complete, uninterrupted run
     trained = train_arm(arm_config(arm, model, data, out, work / "prepared", args), work, name)
-    tokens = sum(d.get("tokens_out") or 0 for d in read_manifest(out).datasets)
+    datasets = read_manifest(out).datasets
+    tokens = sum(d.get("tokens_out") or 0 for d in datasets)
     runtime = trained["train_runtime"]
     return {"arm": arm, "repeat": repeat, "train_runtime_s": runtime, "tokens": tokens,
-            "tokens_per_s": tokens / runtime, "rows_out": sum(d["rows_out"] for d in read_manifest(out).datasets),
+            "tokens_per_s": tokens / runtime, "rows_out": sum(d["rows_out"] for d in datasets),
             "final_loss": (trained.get("losses") or [None])[-1]}
 
 
