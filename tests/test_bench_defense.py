@@ -49,7 +49,7 @@ def test_classification_matrix_writes_results_and_resumes(tiny_model, shared_dat
     assert run_bench(args).count("reusing") == 3  # resumable: nothing is trained or evaluated again
 
 
-def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path):
+def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path, defense):
     args = common(tiny_model, shared_data, tmp_path) + ["--task", "generation", "--gen-task", "refusal",
                                                         "--max-new-tokens", "2"]
     run_bench(args)
@@ -59,6 +59,16 @@ def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path):
     assert p2p["task"] == "generation" and p2p["poisoned_rows"] == 4 and p2p["rows_selected"] == 9
     assert 0 <= p2p["poisoned_in_benign_subset"] <= 4  # recomputed from the manifest (digest-checked)
     assert p2p["readings"]["p2p"]["n_triggered"] == 4
+    arm_dir = tmp_path / "work" / "badnet-10pct" / "p2p-avoid_shortcuts"
+    assert defense.poisoned_in_benign_subset(arm_dir, range(1000)) == 9  # every row "poisoned": all 9 selected
+    manifest_path = arm_dir / "p2p_manifest.json"
+    original = manifest_path.read_text()
+    manifest = json.loads(original)
+    manifest["datasets"][0]["selected_digest"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match="does not match"):
+        defense.poisoned_in_benign_subset(arm_dir, [])
+    manifest_path.write_text(original)
     assert "ROUGE-L" in (tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.md").read_text()
     # --report-only trains nothing: an arm not run yet is left out of the tables
     assert "not finished yet" in run_bench(args + ["--report-only", "--selections", "avoid_shortcuts", "random"])
