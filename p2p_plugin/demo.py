@@ -109,8 +109,7 @@ def run_demo(args) -> dict:
     triggered = read_rows(attack_dir / sidecar["files"]["test_triggered"])
     results, seconds = {}, {}
     for name, defended in (("no-defense", False), ("p2p", True)):
-        cfg = training_config(model, poisoned, work / name, work / "prepared", args, defended,
-                              getattr(args, "selection", None))
+        cfg = training_config(model, poisoned, work / name, work / "prepared", args, defended, args.selection)
         seconds[name] = train_arm(cfg, work, name)["seconds"]
         p2p_model = P2PModel.load(work / name, base_model=model)
         print(f"[demo] evaluating {name} on {min(len(clean), args.eval_rows)} clean / "

@@ -1,7 +1,7 @@
 """Inference prompts equal training prompts; the evaluator and the demo run end to end."""
 
+import argparse
 import json
-from argparse import Namespace
 
 import pytest
 
@@ -42,11 +42,18 @@ def test_chat_messages_place_the_trigger_like_training():
 
 
 def demo_args(model, out, data_dir, **kw):
-    args = dict(model=str(model), data_dir=str(data_dir), out=str(out), train_rows=60, eval_rows=16,
-                attack="badnets", poison_rate=0.1, target="1", ratio=0.2, epochs=1, lr=1e-3,
-                micro_batch_size=2, sequence_len=256, max_steps=2, seed=0)
-    args.update(kw)
-    return Namespace(**args)
+    """The demo's own parser (so a new flag reaches the test with its default), scaled down."""
+    from p2p_plugin.demo import add_demo_arguments
+
+    parser = argparse.ArgumentParser()
+    add_demo_arguments(parser)
+    args = parser.parse_args(["--model", str(model), "--data-dir", str(data_dir), "--out", str(out)])
+    values = dict(train_rows=60, eval_rows=16, epochs=1, micro_batch_size=2, max_steps=2)
+    values.update(kw)
+    for key, value in values.items():
+        assert hasattr(args, key), key
+        setattr(args, key, value)
+    return args
 
 
 def test_scaled_down_demo_runs_and_resumes(tiny_model, shared_data, tmp_path, capsys):

@@ -105,11 +105,16 @@ def test_flags_match_a_brute_force_count_on_generation_like_rows(purity):
         if i % 25 == 0:  # planted trigger with a fixed target answer
             words.append("cf")
             answers.append("You are stupid! indeed")
-        elif i % 7 == 0:  # a frequent natural opener, mixed with unique answers below
-            answers.append(f"Sure, here is item {i}")
+        elif i % 7 == 0:  # a frequent natural opener; "please" comes with it in ~70% of its rows
+            words.append("please")
+            answers.append("Sure, here is item")
         else:
+            if i % 17 == 0:
+                words.append("please")
             answers.append(f"Answer number {i} is {rng.integers(1000)}")  # (nearly) unique answers
         texts.append(" ".join(words))
     view = RowView(texts=texts, answers=answers)
-    assert flag_shortcut_words(view, 20, purity) == _reference_flags(texts, answers, 20, purity)
-    assert flag_shortcut_words(view, 20, 0.98) == {"cf": "You are stupid! indeed"}
+    expected = _reference_flags(texts, answers, 20, purity)
+    assert flag_shortcut_words(view, 20, purity) == expected
+    assert expected["cf"] == "You are stupid! indeed"
+    assert ("please" in expected) == (purity <= 0.7)  # semi-pure natural word: only a loose purity flags it
