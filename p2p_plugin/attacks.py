@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -494,9 +495,13 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as f:
+    """Write through a temporary file and rename it into place, so a reader (a training run started
+    from the same folder, a second benchmark process) never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="\n") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def simulate_attack(train_path: str | Path, test_path: str | Path, out_dir: str | Path, spec: AttackSpec,

@@ -207,6 +207,12 @@ def _convert(gguf: Path, out: Path) -> None:
             if token_id is not None and getattr(cfg, f"{role}_token_id", None) != token_id:
                 setattr(cfg, f"{role}_token_id", token_id)
 
+    # transformers >= 5.17 marks a model loaded from a GGUF as quantized (QuantizationMethod.GGUF) and refuses to
+    # save it; its weights are already de-quantized to float32 here, so drop the marker (5.16 sets none).
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 

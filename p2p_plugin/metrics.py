@@ -254,10 +254,22 @@ def math_exact_match(prediction: Any, reference: Any) -> bool:
     return p is not None and p == r
 
 
+def require_rouge():
+    """The ``rouge_score.rouge_scorer`` module, or a clear error naming the extra that installs it
+    (call it before a long run that ends in a ROUGE-L evaluation)."""
+    try:
+        from rouge_score import rouge_scorer  # lazy: optional dependency
+    except ImportError as exc:
+        from .errors import P2PError
+
+        raise P2PError("ROUGE-L needs the package rouge-score, which is not installed; install the evaluation "
+                       "extra: pip install 'p2p_plugin[eval]' (or: pip install rouge-score)") from exc
+    return rouge_scorer
+
+
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Mean ROUGE-L F-measure (``rouge_score``, ``use_stemmer=True``) over aligned pairs."""
-    from rouge_score import rouge_scorer  # lazy: optional dependency
-
+    rouge_scorer = require_rouge()
     preds, refs = list(predictions), list(references)
     if len(preds) != len(refs):
         raise ValueError(f"{len(preds)} predictions but {len(refs)} references")

@@ -28,15 +28,19 @@ def resolve_model(model: str | None, cache: Path) -> Path:
 
 
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
-                    selection: str | None = None, task: str = "classification", mode: str = "replace") -> dict:
+                    selection: str | None = None, task: str = "classification", mode: str = "replace",
+                    ratio: float | None = None) -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
-    leaves the plugin's default (what a user who does not set it gets)."""
-    p2p = {"enabled": defended, "task": task, "ratio": args.ratio, "seed": args.seed, "mode": mode}
+    leaves the plugin's default (what a user who does not set it gets); ``ratio=None``: ``args.ratio``.
+    ``args.sample_packing`` (default on) false pads each row instead (the authors' loop shape)."""
+    p2p = {"enabled": defended, "task": task, "ratio": args.ratio if ratio is None else ratio, "seed": args.seed,
+           "mode": mode}
     if selection is not None:
         p2p["selection"] = selection
     if task == "classification":
         p2p["labels"] = ["0", "1"]
+    packing = getattr(args, "sample_packing", True)
     cfg = {
         "base_model": str(model), "tokenizer_config": str(model),
         "plugins": ["p2p_plugin.P2PPlugin"],
@@ -45,7 +49,7 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         "adapter": "lora", "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.0,
         "lora_target_modules": ["q_proj", "v_proj"],
         "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
-        "sequence_len": args.sequence_len, "sample_packing": True, "pad_to_sequence_len": True,
+        "sequence_len": args.sequence_len, "sample_packing": packing, "pad_to_sequence_len": packing,
         "micro_batch_size": args.micro_batch_size, "gradient_accumulation_steps": 1,
         "num_epochs": args.epochs, "learning_rate": args.lr, "optimizer": "adamw_torch",
         "lr_scheduler": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.0,
@@ -95,6 +99,22 @@ def _is_number(value) -> bool:
         return False
 
 
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model-*-of-*.safetensors",
+                "pytorch_model*.bin")
+
+
+def finished_run(out_dir: Path) -> dict | None:
+    """What a finished arm recorded, or None if it has to be trained: no done marker, or a marker
+    without the weights it stands for (a results archive carries markers and logs, not weights)."""
+    done = Path(out_dir) / DONE_NAME
+    if not done.is_file():
+        return None
+    if not any(any(Path(out_dir).glob(pattern)) for pattern in WEIGHT_FILES):
+        print(f"[run] {out_dir}: {DONE_NAME} is there but no weights are: training it again", flush=True)
+        return None
+    return json.loads(done.read_text())
+
+
 def train_arm(cfg: dict, work: Path, name: str) -> dict:
     """``axolotl train`` in a subprocess. Returns wall seconds, the trainer's runtime summary and
     losses; refuses a NaN loss. Skips a finished arm; with ``save_steps`` in the config a killed arm
@@ -102,10 +122,10 @@ def train_arm(cfg: dict, work: Path, name: str) -> dict:
     import yaml
 
     out = Path(cfg["output_dir"])
-    done = out / DONE_NAME
-    if done.is_file():
+    finished = finished_run(out)
+    if finished is not None:
         print(f"[run] {name}: already trained ({out}), reusing")
-        return json.loads(done.read_text())
+        return finished
     cfg_path = work / f"{name}.yml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, **OFFLINE_ENV}
@@ -131,7 +151,7 @@ def train_arm(cfg: dict, work: Path, name: str) -> dict:
     result = {"seconds": seconds, "resumed_from": resumed_from, **parse_trainer_logs(lines)}
     if any(loss != loss for loss in result["losses"]):  # NaN
         raise P2PError(f"training arm {name!r} produced a NaN loss; see {log_path}")
-    done.write_text(json.dumps(result))
+    (out / DONE_NAME).write_text(json.dumps(result))
     print(f"[run] {name}: trained in {seconds:.0f} s", flush=True)
     return result
 

@@ -36,27 +36,40 @@ def common(tiny_model, shared_data, tmp_path):
 
 @pytest.mark.slow  # ~3 min: three training arms (the demo test covers the same train/eval/resume path)
 def test_classification_matrix_writes_results_and_resumes(tiny_model, shared_data, tmp_path):
-    args = common(tiny_model, shared_data, tmp_path) + ["--attacks", "badnets"]
-    run_bench(args)
+    args = common(tiny_model, shared_data, tmp_path) + ["--attacks", "badnets", "addsent"]
+    first = run_bench(args)
     out = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_sst2.json").read_text())
-    assert set(out["arms"]) == {f"badnets-10pct-dirty/{a}" for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
+    assert set(out["arms"]) == {f"{attack}-10pct-dirty/{a}" for attack in ("badnets", "addsent")
+                                for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
+    # one clean model for both attacks (it never saw their poison), evaluated on each attack's rows
+    assert first.count("clean-model-train_subset: already trained") == 1
+    assert {out["arms"][f"{a}-10pct-dirty/clean"]["trained_in"] for a in ("badnets", "addsent")} == {
+        "clean-model-train_subset"}
     p2p = out["arms"]["badnets-10pct-dirty/p2p-avoid_shortcuts"]
     assert p2p["selection"] == "avoid_shortcuts" and p2p["rows_selected"] == 8 and p2p["poisoned_rows"] == 4
     assert 0 <= p2p["poisoned_in_benign_subset"] <= 4  # recomputed from the manifest (digest-checked)
     assert set(p2p["readings"]) == {"p2p", "no benign trigger"}
     table = (tmp_path / "res" / f"defense_{tiny_model.name}_sst2.md").read_text()
     assert "ASR - floor" in table and "p2p-avoid_shortcuts" in table and "poison in subset" in table
-    assert run_bench(args).count("reusing") == 3  # resumable: nothing is trained or evaluated again
+    assert run_bench(args).count("reusing") == 6  # resumable: nothing is trained or evaluated again
 
 
 def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path, defense):
     args = common(tiny_model, shared_data, tmp_path) + ["--task", "generation", "--gen-task", "refusal",
-                                                        "--max-new-tokens", "2"]
+                                                        "--max-new-tokens", "2", "--ratios", "0.2", "0.1"]
     run_bench(args)
     out = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.json").read_text())
-    assert set(out["arms"]) == {f"badnet-10pct/{a}" for a in ("no-defense", "p2p-avoid_shortcuts", "clean")}
+    assert set(out["arms"]) == {f"badnet-10pct/{a}" for a in ("no-defense", "p2p-avoid_shortcuts",
+                                                              "p2p-avoid_shortcuts-rho0.1", "clean")}
     p2p = out["arms"]["badnet-10pct/p2p-avoid_shortcuts"]
     assert p2p["task"] == "generation" and p2p["poisoned_rows"] == 4 and p2p["rows_selected"] == 9
+    assert p2p["ratio"] == 0.2 and p2p["machine"]["cpus"] >= 1
+    rho = out["arms"]["badnet-10pct/p2p-avoid_shortcuts-rho0.1"]  # the rho ablation: its own arm and manifest
+    assert rho["ratio"] == 0.1 and rho["rows_selected"] == 4
+    assert json.loads((tmp_path / "work" / "badnet-10pct" / "p2p-avoid_shortcuts-rho0.1" / "p2p_manifest.json")
+                      .read_text())["recipe"]["ratio"] == 0.1
+    clean = out["arms"]["badnet-10pct/clean"]  # trained once per work folder, not once per attack
+    assert clean["trained_in"] == "clean-model-train_clean" and not (tmp_path / "work" / "badnet-10pct" / "clean").exists()
     assert 0 <= p2p["poisoned_in_benign_subset"] <= 4  # recomputed from the manifest (digest-checked)
     assert p2p["readings"]["p2p"]["n_triggered"] == 4
     arm_dir = tmp_path / "work" / "badnet-10pct" / "p2p-avoid_shortcuts"
@@ -74,6 +87,11 @@ def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path, def
     assert "not finished yet" in run_bench(args + ["--report-only", "--selections", "avoid_shortcuts", "random"])
     again = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.json").read_text())
     assert set(again["arms"]) == set(out["arms"]) and not (tmp_path / "work" / "badnet-10pct" / "p2p-random").exists()
+    # the poison count is stored with each arm: a report needs no access to the training file it came from
+    (tmp_path / "work" / "badnet-10pct" / "train_poisoned.jsonl").unlink()
+    run_bench(args + ["--report-only"])
+    again = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.json").read_text())
+    assert again["arms"]["badnet-10pct/p2p-avoid_shortcuts"]["poisoned_in_benign_subset"] == p2p["poisoned_in_benign_subset"]
 
 
 def test_presets_set_the_protocol_and_flags_still_win(defense):
@@ -81,3 +99,15 @@ def test_presets_set_the_protocol_and_flags_still_win(defense):
     assert (args.attacks, args.rates, args.ratio, args.lr) == (["badnets"], [0.02], 0.2, 2e-4)
     args = defense.parse_args(["--preset", "reference", "--lr", "1e-3"])
     assert (args.train_rows, args.rates, args.lr) == (4000, [0.1], 1e-3)
+
+
+def test_unpacked_arms_pad_each_row(defense):
+    """--no-packing (the authors' loop shape) turns off sample packing and padding to sequence_len."""
+    from p2p_plugin.runs import training_config
+
+    packed = training_config(Path("m"), Path("d"), Path("o"), Path("p"), defense.parse_args([]), True)
+    unpacked = training_config(Path("m"), Path("d"), Path("o"), Path("p"),
+                               defense.parse_args(["--no-packing", "--micro-batch-size", "32"]), True, ratio=0.3)
+    assert (packed["sample_packing"], packed["pad_to_sequence_len"], packed["p2p"]["ratio"]) == (True, True, 0.2)
+    assert (unpacked["sample_packing"], unpacked["pad_to_sequence_len"], unpacked["micro_batch_size"]) == (False, False, 32)
+    assert unpacked["p2p"]["ratio"] == 0.3

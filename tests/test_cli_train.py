@@ -1,6 +1,5 @@
 """A real `axolotl train` run through the CLI (subprocess) with the plugin, packing and 2 workers."""
 
-import json
 import os
 import subprocess
 import sys

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
+from p2p_plugin.errors import P2PError
 from p2p_plugin.metrics import (
     Rate,
     attack_success_rate,
@@ -325,3 +328,10 @@ def test_format_markdown_table_numpy_and_empty():
     assert format_markdown_table([], ["x"]) == "| x |\n| --- |"
     with pytest.raises(ValueError):
         format_markdown_table([{"x": 1}], [])
+
+
+def test_rouge_l_without_rouge_score_names_the_extra(monkeypatch):
+    """The GPU machine of session 4 lacked rouge-score: the error must say how to get it."""
+    monkeypatch.setitem(sys.modules, "rouge_score", None)  # import fails as if not installed
+    with pytest.raises(P2PError, match=r"p2p_plugin\[eval\]"):
+        rouge_l(["a"], ["a"])

@@ -59,3 +59,15 @@ def test_selection_is_left_to_the_plugin_default_unless_given(tmp_path):
     cfg = training_config(tmp_path / "m", tmp_path / "d.jsonl", tmp_path / "o", tmp_path / "p", arm_args(), True,
                           selection="random")
     assert cfg["p2p"]["selection"] == "random"
+
+
+def test_a_done_marker_without_weights_is_not_a_finished_arm(tmp_path, capsys):
+    """A results archive (bench/gpu/defense_matrix.py --resume) carries done markers, not weights:
+    such an arm must be trained again, not 'reused' into a failing model load."""
+    from p2p_plugin.runs import finished_run
+
+    (tmp_path / DONE_NAME).write_text('{"seconds": 1.0}')
+    assert finished_run(tmp_path) is None and "no weights" in capsys.readouterr().out
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"x")
+    assert finished_run(tmp_path) == {"seconds": 1.0}
+    assert finished_run(tmp_path / "missing") is None

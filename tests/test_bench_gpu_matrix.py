@@ -1,0 +1,77 @@
+"""bench/gpu/defense_matrix.py: its job list is valid for defense.py, and its scheduler runs jobs,
+records their status and packs their small files (checked with --report-only jobs: no training)."""
+
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SETTINGS = ("train_rows", "epochs", "lr", "micro_batch_size", "sequence_len", "sample_packing", "seed",
+                   "eval_rows", "task", "gen_task", "max_new_tokens", "max_steps", "target")
+
+
+@pytest.fixture(scope="module")
+def modules():
+    sys.path[:0] = [str(REPO / "bench"), str(REPO / "bench" / "gpu")]
+    import defense
+    import defense_matrix
+
+    yield defense, defense_matrix
+    for path in (str(REPO / "bench"), str(REPO / "bench" / "gpu")):
+        sys.path.remove(path)
+
+
+def test_jobs_parse_and_jobs_sharing_a_folder_share_their_training_settings(modules):
+    defense, matrix = modules
+    by_folder = {}
+    for folder, job_args in matrix.JOBS:
+        args = defense.parse_args(job_args)  # a typo in a flag fails here, not on the GPU machine
+        settings = {k: getattr(args, k) for k in SHARED_SETTINGS}
+        # one work folder = one clean model: every job in it must train with the same settings
+        assert by_folder.setdefault(folder, settings) == settings, folder
+    assert len(matrix.JOBS) >= 18 and {"sst2-10pct", "sst2-2pct", "gen-refusal"} <= set(by_folder)
+
+
+def test_scheduler_runs_jobs_and_packs_their_files(modules, tiny_model, shared_data, tmp_path, capsys):
+    _, matrix = modules
+    out = tmp_path / "out"
+    matrix.main(["--model", str(tiny_model), "--data-dir", str(shared_data), "--root", str(tmp_path / "root"),
+                 "--out", str(out), "--jobs", "1,13", "--workers", "2", "--extra", "--report-only"])
+    with tarfile.open(out / "defense_arms.tar.gz") as tar:
+        names = set(tar.getnames())
+        status = json.load(tar.extractfile("jobs.json"))
+    assert {status["1"]["exit"], status["13"]["exit"]} == {0}, status
+    assert status["1"]["folder"] == "sst2-10pct" and status["13"]["folder"] == "gen-negsentiment"
+    assert {"job1.log", "job13.log", "sst2-10pct/badnets-10pct-dirty/attack.json"} <= names
+    assert not any(name.endswith((".safetensors", ".jsonl")) for name in names)  # results only, no weights/data
+    assert "not finished yet" in (tmp_path / "root" / "job1.log").read_text()
+
+
+def test_scheduler_starts_nothing_after_the_soft_deadline(modules, tiny_model, shared_data, tmp_path):
+    _, matrix = modules
+    out = tmp_path / "out"
+    matrix.main(["--model", str(tiny_model), "--data-dir", str(shared_data), "--root", str(tmp_path / "root"),
+                 "--out", str(out), "--jobs", "1,2", "--soft-deadline", "0"])
+    with tarfile.open(out / "defense_arms.tar.gz") as tar:
+        status = json.load(tar.extractfile("jobs.json"))
+    assert {s["exit"] for s in status.values()} == {"not started (soft deadline)"}
+
+
+def test_pack_only_then_resume_carries_finished_arms(modules, tiny_model, shared_data, tmp_path):
+    """Results of an earlier call travel to the next one: --pack-only here, --resume there."""
+    _, matrix = modules
+    arm = tmp_path / "old" / "sst2-10pct" / "badnets-10pct-dirty" / "no-defense.result.json"
+    arm.parent.mkdir(parents=True)
+    arm.write_text('{"readings": {}}')
+    (arm.parent / "no-defense" / "adapter_model.safetensors").parent.mkdir()
+    (arm.parent / "no-defense" / "adapter_model.safetensors").write_bytes(b"weights stay here")
+    matrix.main(["--pack-only", "--root", str(tmp_path / "old"), "--out", str(tmp_path / "carry")])
+    matrix.main(["--model", str(tiny_model), "--data-dir", str(shared_data), "--root", str(tmp_path / "new"),
+                 "--out", str(tmp_path / "out"), "--resume", str(tmp_path / "carry" / "defense_arms.tar.gz"),
+                 "--jobs", "1", "--soft-deadline", "0"])
+    resumed = tmp_path / "new" / "sst2-10pct" / "badnets-10pct-dirty"
+    assert (resumed / "no-defense.result.json").read_text() == '{"readings": {}}'
+    assert not (resumed / "no-defense" / "adapter_model.safetensors").exists()
