@@ -166,6 +166,16 @@ def _gguf_special_token_ids(gguf: Path) -> dict[str, int]:
     return ids
 
 
+def drop_gguf_quantization_marker(model) -> None:
+    """transformers >= 5.17 marks a model loaded from a GGUF as quantized (QuantizationMethod.GGUF) and
+    refuses to save it ("not serializable"); its weights are already de-quantized to float32, so the
+    marker is dropped (5.16 sets none; seen on the GPU machine's 5.17)."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
 def _convert(gguf: Path, out: Path) -> None:
     """Load model (float32) and tokenizer from ``gguf``, fix the tokenizer's special tokens, save both to ``out``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -207,12 +217,7 @@ def _convert(gguf: Path, out: Path) -> None:
             if token_id is not None and getattr(cfg, f"{role}_token_id", None) != token_id:
                 setattr(cfg, f"{role}_token_id", token_id)
 
-    # transformers >= 5.17 marks a model loaded from a GGUF as quantized (QuantizationMethod.GGUF) and refuses to
-    # save it; its weights are already de-quantized to float32 here, so drop the marker (5.16 sets none).
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
+    drop_gguf_quantization_marker(model)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 

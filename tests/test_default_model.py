@@ -183,3 +183,16 @@ def test_generation_eval_on_the_real_smollm2_chat_model(tmp_path, shared_data):
     assert reading["n_clean"] == 4 and reading["asr"]["k"] == 0  # a model never poisoned does not say it
     assert reading["safe_prefix_rate"]["k"] == 0  # nor the safe prefix: it was never trained with P2P
     assert 0 <= reading["quality"]["k"] <= 4
+
+
+def test_gguf_quantization_marker_is_dropped_before_saving():
+    """transformers 5.17 (the GPU machine's) flags a GGUF-loaded model as quantized and refuses to save it."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig()
+    config.quantization_config = {"quant_method": "gguf"}
+    model = SimpleNamespace(hf_quantizer=object(), config=config)
+    dm.drop_gguf_quantization_marker(model)
+    assert model.hf_quantizer is None and getattr(model.config, "quantization_config", None) is None
+    assert "quantization_config" not in model.config.to_dict()
+    dm.drop_gguf_quantization_marker(SimpleNamespace(config=LlamaConfig()))  # 5.16: nothing to drop
