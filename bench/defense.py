@@ -110,6 +110,7 @@ def build_parser():
     p.add_argument("--device", default="auto", help="evaluation device: auto (cuda if available), cpu, cuda")
     p.add_argument("--eval-batch-size", type=int, default=None,
                    help="evaluation batch size (default: the evaluator's, 32 classification / 8 generation)")
+    p.add_argument("--note", default=None, help="a sentence for the top of the Markdown report (where the arms ran)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the tables from the arms finished so far (same flags as the run)")
     return p
@@ -327,9 +328,15 @@ def summary_rows(results: dict, task: str) -> list[dict]:
     P2P CA >= clean CA - 1.5. Generation: P2P cuts the target-output rate by >= 90% relative to
     no-defense, its clean-output quality (ROUGE-L) within 5% relative of no-defense's."""
     rows = []
-    for name, res in results.items():
+    arms_by_tag: dict[str, list[str]] = {}
+    for name in results:
         tag, arm = name.rsplit("/", 1)
-        if not arm.startswith("p2p-"):
+        arms_by_tag.setdefault(tag, []).append(arm)
+    pending = {f"{tag}/p2p (not run yet)": {"readings": {}} for tag, arms in arms_by_tag.items()
+               if not any(a.startswith("p2p-") for a in arms)}  # still show whether the attack took
+    for name, res in {**results, **pending}.items():
+        tag, arm = name.rsplit("/", 1)
+        if not arm.startswith("p2p"):
             continue
         clean = _reading(results.get(f"{tag}/clean"), "no benign trigger")
         nodef = _reading(results.get(f"{tag}/no-defense"), "no benign trigger")
@@ -359,8 +366,48 @@ def summary_rows(results: dict, task: str) -> list[dict]:
     return rows
 
 
+def summary_chart(rows: list[dict], path: Path, task: str) -> Path:
+    """The summary as a PNG: per P2P arm, the ASR of the clean model (floor), of no-defense and of P2P,
+    and P2P's CA (or ROUGE-L) as a marker; one cluster per row of the summary table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 5))
+    width = 0.27
+    bars = (("ASR floor", "clean model ASR (floor)", "#9E9E9E"), ("ASR no-defense", "no-defense ASR", "#C44E52"),
+            ("ASR P2P", "P2P ASR", "#55A868"))
+    for k, (key, label, color) in enumerate(bars):
+        xs = [i + (k - 1) * width for i in range(len(rows))]
+        vals = [row[key] if row[key] is not None else 0 for row in rows]
+        ax.bar(xs, vals, width, label=label, color=color)
+        for x, row in zip(xs, rows):
+            if row[key] is not None:
+                ax.text(x, row[key] + 1.5, f"{row[key]:.0f}", ha="center", fontsize=7)
+    quality = [row["CA P2P"] for row in rows]
+    ax.plot(range(len(rows)), [q if q is not None else float("nan") for q in quality], "D", color="#4C72B0",
+            label="P2P " + ("ROUGE-L" if task == "generation" else "CA"))
+    names = [f"{row['attack']}\n{row['P2P arm'].removeprefix('p2p-').replace('avoid_shortcuts', 'avoid_sc')}\n"
+             f"{row['poison in subset']} in subset" for row in rows]
+    ax.set_xticks(range(len(rows)), names, fontsize=7)
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("%")
+    ax.set_title("Attack success rate: floor, no defense, P2P (with its benign trigger)")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 SUMMARY_COLUMNS = ["attack", "P2P arm", "poison in subset", "CA clean", "CA no-defense", "CA P2P", "ASR floor",
                    "ASR no-defense", "ASR P2P", "targets"]
+
+
+def _argv_without_note(argv: list[str]) -> list[str]:
+    return [a for i, a in enumerate(argv) if a != "--note" and (i == 0 or argv[i - 1] != "--note")]
 
 
 def machine_info() -> dict:
@@ -373,8 +420,8 @@ def machine_info() -> dict:
 
 
 def write_results(args, model, data_name, results, started):
-    settings = {k: v for k, v in vars(args).items() if k not in ("work", "results", "report_only")}
-    command = "python bench/defense.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    settings = {k: v for k, v in vars(args).items() if k not in ("work", "results", "report_only", "note")}
+    command = "python bench/defense.py " + " ".join(a for a in _argv_without_note(sys.argv[1:]) if a != "--report-only")
     out = {"command": command, "settings": settings,
            "model": str(model), "machine": machine_info(),
            "date": time.strftime("%Y-%m-%d"), "elapsed_s": time.time() - started, "arms": results}
@@ -406,14 +453,19 @@ def write_results(args, model, data_name, results, started):
     devices = sorted({(res.get("machine") or {}).get("gpu", "CPU") for res in results.values()})
     note += f"Arms trained and evaluated on: {', '.join(devices)}.\n\n"
     table = format_markdown_table(rows_md, cols)
-    summary = format_markdown_table(summary_rows(results, args.task), SUMMARY_COLUMNS)
+    summary_table = summary_rows(results, args.task)
+    summary = format_markdown_table(summary_table, SUMMARY_COLUMNS)
     quality = "ROUGE-L F" if args.task == "generation" else "CA"
     (res_dir / f"{stem}.md").write_text(
         f"# Defense benchmark: {model.name} on {data_name}\n\nCommand: `{out['command']}`\n\n"
+        + (f"{args.note}\n\n" if args.note else "") +
         f"## Summary (percent; {quality} and ASR of P2P with its benign trigger, the others without)\n\n"
         f"{summary}\n\n## All readings (95% Wilson intervals)\n\n{note}"
         f"Settings: `{json.dumps(settings)}`\n\n{table}\n")
-    bar_chart(results, res_dir / f"{stem}.png")
+    if summary_table:  # one cluster per P2P arm; the per-reading chart when no P2P arm finished yet
+        summary_chart(summary_table, res_dir / f"{stem}.png", args.task)
+    else:
+        bar_chart(results, res_dir / f"{stem}.png")
     print(table)
     print(f"\nresults: {res_dir / (stem + '.json')}")
 

@@ -111,3 +111,39 @@ def test_unpacked_arms_pad_each_row(defense):
     assert (packed["sample_packing"], packed["pad_to_sequence_len"], packed["p2p"]["ratio"]) == (True, True, 0.2)
     assert (unpacked["sample_packing"], unpacked["pad_to_sequence_len"], unpacked["micro_batch_size"]) == (False, False, 32)
     assert unpacked["p2p"]["ratio"] == 0.3
+
+
+def _reading(ca_k, asr_k, n=1000):
+    rate = lambda k: {"k": k, "n": n}  # noqa: E731
+    return {"ca": {"projected": rate(ca_k), "strict": rate(ca_k)}, "asr": {"projected": rate(asr_k), "strict": rate(asr_k)},
+            "n_clean": n, "n_triggered": n}
+
+
+def test_summary_checks_the_targets_against_the_floor(defense):
+    results = {
+        "badnets-10pct-dirty/no-defense": {"readings": {"no benign trigger": _reading(870, 928)}},
+        "badnets-10pct-dirty/p2p-avoid_shortcuts": {"readings": {"p2p": _reading(860, 125), "no benign trigger":
+                                                                 _reading(850, 930)}, "poisoned_in_benign_subset": 0},
+        "badnets-10pct-dirty/p2p-random": {"readings": {"p2p": _reading(850, 995)}, "poisoned_in_benign_subset": 21},
+        "badnets-10pct-dirty/clean": {"readings": {"no benign trigger": _reading(870, 110)}},
+        "mtba-2pct-dirty/no-defense": {"readings": {"no benign trigger": _reading(880, 269)}},
+    }
+    rows = {(r["attack"], r["P2P arm"]): r for r in defense.summary_rows(results, "classification")}
+    avoid = rows[("badnets-10pct-dirty", "p2p-avoid_shortcuts")]
+    assert (avoid["ASR floor"], avoid["ASR no-defense"], avoid["ASR P2P"]) == pytest.approx((11.0, 92.8, 12.5))
+    assert avoid["targets"] == "attack takes; ASR-floor +1.5 (met); CA -1.0 (met)"
+    assert rows[("badnets-10pct-dirty", "p2p-random")]["targets"] == "attack takes; ASR-floor +88.5 (missed); CA -2.0 (missed)"
+    # an attack whose P2P arms have not run yet still says whether the attack took
+    assert rows[("mtba-2pct-dirty", "p2p (not run yet)")]["targets"] == "attack did not take"
+
+
+def test_generation_summary_is_relative_to_no_defense(defense):
+    def gen(quality, hits, n=200):
+        return {"task": "generation", "readings": {"p2p": {"quality": {"value": quality, "n": n}, "asr": {"k": hits, "n": n},
+                                                            "safe_prefix_rate": {"k": 0, "n": n}, "n_clean": n,
+                                                            "n_triggered": n}}}
+    nodef = gen(0.40, 180)
+    nodef["readings"] = {"no benign trigger": nodef["readings"]["p2p"]}
+    rows = defense.summary_rows({"badnet-10pct/no-defense": nodef, "badnet-10pct/p2p-avoid_shortcuts": gen(0.39, 9)},
+                                "generation")
+    assert rows[0]["targets"] == "cut 95% (met, target 90); quality -2.5% (met, target +-5)"

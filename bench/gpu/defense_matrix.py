@@ -64,8 +64,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model folder (--report: default the embedded SmolLM2)")
     p.add_argument("--data-dir", default=os.environ.get("P2P_DATA_DIR", str(REPO.parent / "shared" / "data")))
-    p.add_argument("--report", default=None, metavar="TAR",
-                   help="unpack TAR (a defense_arms.tar.gz) into --root and write each folder's tables into --out")
+    p.add_argument("--report", nargs="?", const="", default=None, metavar="TAR",
+                   help="write each work folder's tables into --out; with TAR (a defense_arms.tar.gz) unpack it "
+                        "into --root first")
     p.add_argument("--root", required=True, help="folder for the work folders (one per setting)")
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=int, default=14)
@@ -125,14 +126,18 @@ def report_args(folder: str) -> list[str]:
 def write_reports(args) -> None:
     root, out = Path(args.root), Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(args.report) as tar:
-        tar.extractall(root, filter="data")
+    if args.report:
+        with tarfile.open(args.report) as tar:
+            tar.extractall(root, filter="data")
     status = json.loads((root / "jobs.json").read_text())
     for folder in dict.fromkeys(f for f, _ in JOBS):
-        if not (root / folder).is_dir():
-            print(f"[matrix] {folder}: no arms", flush=True)
+        if not any((root / folder).rglob("*.result.json")):
+            print(f"[matrix] {folder}: no finished arms", flush=True)
             continue
-        cmd = [sys.executable, str(REPO / "bench" / "defense.py"), *report_args(folder), "--report-only",
+        note = ("Arms trained by `bench/gpu/defense_matrix.py` on a GPU machine (bench/gpu/README.md), as parallel "
+                "`defense.py` jobs, except where an arm's `machine` says otherwise; each job's status: `../jobs.json`. "
+                f"Tables written with `python bench/gpu/defense_matrix.py --report --root <work> --out <results>`.")
+        cmd = [sys.executable, str(REPO / "bench" / "defense.py"), *report_args(folder), "--report-only", "--note", note,
                "--work", str(root / folder), "--results", str(out / folder), "--data-dir", args.data_dir,
                *(["--model", args.model] if args.model else [])]
         subprocess.run(cmd, check=True)
@@ -141,7 +146,7 @@ def write_reports(args) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.report:
+    if args.report is not None:
         write_reports(args)
         return
     root, out = Path(args.root), Path(args.out)

@@ -10,12 +10,12 @@ for d in /.whl/ /.gpu1/ /.gpu2/; do grep -qxF "$d" .git/info/exclude || echo "$d
 [ -d .whl ] || bash ../shared/gpu/build_wheels.sh
 ls .whl/gguf-*.whl >/dev/null 2>&1 || "$PY" -m pip download -q --no-deps --only-binary=:all: -d .whl gguf==0.19.0
 # ROUGE-L for the generation arms (p2p_plugin[eval]): rouge-score is an sdist, built here into a py3 wheel; its
-# needs (absl-py, nltk and nltk's joblib/regex/click) as py3.12 x86-64 wheels. Not yet run on the device.
+# needs (absl-py, six, nltk and its joblib/regex/click) as py3.12 x86-64 wheels. Not yet run on the device.
 if ! ls .whl/rouge_score-*.whl >/dev/null 2>&1; then
   "$PY" -m pip wheel -q --no-deps -w .whl rouge-score==0.1.2
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-      absl-py==2.3.1 nltk==3.9.2 joblib==1.5.2 regex==2025.11.3 click==8.3.1
+      absl-py==2.3.1 nltk==3.9.2 joblib==1.5.2 regex==2025.11.3 click==8.3.1 six==1.17.0
 fi
 GGUF=$("$PY" -c "from p2p_plugin.default_model import find_smollm2_gguf; print(find_smollm2_gguf())")
 rm -rf .gpu1 .gpu2 && mkdir -p .gpu1 .gpu2/data/backdoorllm
