@@ -147,3 +147,19 @@ def test_generation_summary_is_relative_to_no_defense(defense):
     rows = defense.summary_rows({"badnet-10pct/no-defense": nodef, "badnet-10pct/p2p-avoid_shortcuts": gen(0.39, 9)},
                                 "generation")
     assert rows[0]["targets"] == "cut 95% (met, target 90); quality -2.5% (met, target +-5)"
+
+
+def test_arm_names_cover_ratios_and_placements(defense, monkeypatch, tmp_path):
+    """One P2P arm per (placement, ratio, selection); the name says what differs from the defaults."""
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw["ratio"], kw["placement"])))
+    args = defense.parse_args(["--ratios", "0.2", "0.1", "--placements", "prefix", "suffix", "--selections",
+                               "avoid_shortcuts"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/no-defense", None, None),
+                     ("t/p2p-avoid_shortcuts", 0.2, "prefix"), ("t/p2p-avoid_shortcuts-rho0.1", 0.1, "prefix"),
+                     ("t/p2p-avoid_shortcuts-suffix", 0.2, "suffix"), ("t/p2p-avoid_shortcuts-rho0.1-suffix", 0.1, "suffix"),
+                     ("t/clean", None, None)]
+    cfg = defense.training_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, placement="suffix")
+    assert cfg["p2p"]["placement"] == "suffix"
+    assert "placement" not in defense.training_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True)["p2p"]

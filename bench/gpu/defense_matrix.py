@@ -53,7 +53,13 @@ JOBS = (
        ("sst2-authors-loop", ["--train-rows", "1000", "--epochs", "3", "--lr", "2e-4", "--eval-rows", "1000",
                               "--attacks", "badnets", "--rates", "0.1", "--no-packing", "--micro-batch-size", "32",
                               "--selections", "avoid_shortcuts"]),
-       # closing the gap to the floor: twice the epochs on BadNets 10%
+       # closing the gap to the floor on the attacks P2P misses (random-position triggers): the benign trigger
+       # at the end instead of the start, a smaller rho
+       ("sst2-10pct", SST2 + ["--attacks", "badnets", "addsent", "ctba", "--rates", "0.1", "--placements", "suffix",
+                              "--selections", "avoid_shortcuts"]),
+       ("sst2-10pct", SST2 + ["--attacks", "addsent", "ctba", "--rates", "0.1", "--ratios", "0.1",
+                              "--selections", "avoid_shortcuts"]),
+       # twice the epochs on BadNets 10%
        ("sst2-10pct-e6", ["--train-rows", "1000", "--epochs", "6", "--lr", "1e-3", "--eval-rows", "1000",
                           "--attacks", "badnets", "--rates", "0.1", "--selections", "avoid_shortcuts"])]
 )
@@ -98,7 +104,7 @@ def pack(root: Path, out: Path, status: dict) -> None:
 
 
 LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode",
-              "--selections": "selections", "--ratios": "ratios"}
+              "--selections": "selections", "--ratios": "ratios", "--placements": "placements"}
 
 
 def report_args(folder: str) -> list[str]:
@@ -118,9 +124,15 @@ def report_args(folder: str) -> list[str]:
     for job_args in raw:
         parsed = defense.parse_args(job_args)
         for flag, dest in LIST_FLAGS.items():
-            values = (parsed.ratios or [parsed.ratio]) if dest == "ratios" else getattr(parsed, dest)
+            if dest == "ratios":
+                values = parsed.ratios or [parsed.ratio]
+            elif dest == "placements":
+                values = parsed.placements or ["prefix"]
+            else:
+                values = getattr(parsed, dest)
             union[flag] += [v for v in values if v not in union[flag]]
-    return base + [str(x) for flag, values in union.items() for x in (flag, *values)]
+    return base + [str(x) for flag, values in union.items() for x in (flag, *values)
+                   if not (flag == "--placements" and values == ["prefix"])]
 
 
 def write_reports(args) -> None:
