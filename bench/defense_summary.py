@@ -1,0 +1,105 @@
+"""The defense benchmark's summary: one row per P2P arm next to its attack's clean model (the ASR
+floor) and no-defense arm, with the issue's targets checked, and the same as a chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from p2p_plugin.evaluate import table_rows
+
+
+def _reading(result: dict | None, inference: str):
+    """The table row of one reading ("p2p" = with the benign trigger, "no benign trigger") of an arm."""
+    if result is None:
+        return None
+    return next((row for row in table_rows("", result) if row["inference"] == inference), None)
+
+
+def _pct(x) -> float | None:
+    if x is None:
+        return None
+    return 100 * x.value if hasattr(x, "value") else float(x)
+
+
+def summary_rows(results: dict, task: str) -> list[dict]:
+    """One row per P2P arm with what the targets are about, next to its attack's clean and no-defense
+    arms. Classification: the attack takes (no-defense ASR >= 80%), P2P ASR - clean ASR <= 2 points,
+    P2P CA >= clean CA - 1.5. Generation: P2P cuts the target-output rate by >= 90% relative to
+    no-defense, its clean-output quality (ROUGE-L) within 5% relative of no-defense's."""
+    rows = []
+    arms_by_tag: dict[str, list[str]] = {}
+    for name in results:
+        tag, arm = name.rsplit("/", 1)
+        arms_by_tag.setdefault(tag, []).append(arm)
+    pending = {f"{tag}/p2p (not run yet)": {"readings": {}} for tag, arms in arms_by_tag.items()
+               if not any(a.startswith("p2p-") for a in arms)}  # still show whether the attack took
+    for name, res in {**results, **pending}.items():
+        tag, arm = name.rsplit("/", 1)
+        if not arm.startswith("p2p"):
+            continue
+        clean = _reading(results.get(f"{tag}/clean"), "no benign trigger")
+        nodef = _reading(results.get(f"{tag}/no-defense"), "no benign trigger")
+        p2p = _reading(res, "p2p")
+        ca = {k: _pct(r["CA"]) if r else None for k, r in (("clean", clean), ("nodef", nodef), ("p2p", p2p))}
+        asr = {k: _pct(r["ASR"]) if r else None for k, r in (("clean", clean), ("nodef", nodef), ("p2p", p2p))}
+        checks = []
+        if task == "generation":
+            if asr["nodef"] and asr["p2p"] is not None:
+                checks.append(f"cut {100 * (1 - asr['p2p'] / asr['nodef']):.0f}% "
+                              f"({'met' if asr['p2p'] <= 0.1 * asr['nodef'] else 'missed'}, target 90)")
+            if ca["nodef"] and ca["p2p"] is not None:
+                rel = 100 * (ca["p2p"] - ca["nodef"]) / ca["nodef"]
+                checks.append(f"quality {rel:+.1f}% ({'met' if abs(rel) <= 5 else 'missed'}, target +-5)")
+        else:
+            if asr["nodef"] is not None:
+                checks.append(f"attack {'takes' if asr['nodef'] >= 80 else 'did not take'}")
+            if asr["p2p"] is not None and asr["clean"] is not None:
+                gap = asr["p2p"] - asr["clean"]
+                checks.append(f"ASR-floor {gap:+.1f} ({'met' if gap <= 2 else 'missed'})")
+            if ca["p2p"] is not None and ca["clean"] is not None:
+                checks.append(f"CA {ca['p2p'] - ca['clean']:+.1f} ({'met' if ca['p2p'] >= ca['clean'] - 1.5 else 'missed'})")
+        rows.append({"attack": tag, "P2P arm": arm, "poison in subset": res.get("poisoned_in_benign_subset"),
+                     "CA clean": ca["clean"], "CA no-defense": ca["nodef"], "CA P2P": ca["p2p"],
+                     "ASR floor": asr["clean"], "ASR no-defense": asr["nodef"], "ASR P2P": asr["p2p"],
+                     "targets": "; ".join(checks) or "-"})
+    return rows
+
+
+def summary_chart(rows: list[dict], path: Path, task: str) -> Path:
+    """The summary as a PNG: per P2P arm, the ASR of the clean model (floor), of no-defense and of P2P,
+    and P2P's CA (or ROUGE-L) as a marker; one cluster per row of the summary table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 5))
+    width = 0.27
+    bars = (("ASR floor", "clean model ASR (floor)", "#9E9E9E"), ("ASR no-defense", "no-defense ASR", "#C44E52"),
+            ("ASR P2P", "P2P ASR", "#55A868"))
+    for k, (key, label, color) in enumerate(bars):
+        xs = [i + (k - 1) * width for i in range(len(rows))]
+        vals = [row[key] if row[key] is not None else 0 for row in rows]
+        ax.bar(xs, vals, width, label=label, color=color)
+        for x, row in zip(xs, rows):
+            if row[key] is not None:
+                ax.text(x, row[key] + 1.5, f"{row[key]:.0f}", ha="center", fontsize=7)
+    quality = [row["CA P2P"] for row in rows]
+    ax.plot(range(len(rows)), [q if q is not None else float("nan") for q in quality], "D", color="#4C72B0",
+            label="P2P " + ("ROUGE-L" if task == "generation" else "CA"))
+    names = [f"{row['attack']}\n{row['P2P arm'].removeprefix('p2p-').replace('avoid_shortcuts', 'avoid_sc')}\n"
+             f"{row['poison in subset']} in subset" for row in rows]
+    ax.set_xticks(range(len(rows)), names, fontsize=7)
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("%")
+    ax.set_title("Attack success rate: floor, no defense, P2P (with its benign trigger)")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+SUMMARY_COLUMNS = ["attack", "P2P arm", "poison in subset", "CA clean", "CA no-defense", "CA P2P", "ASR floor",
+                   "ASR no-defense", "ASR P2P", "targets"]
