@@ -68,6 +68,7 @@ def test_pack_only_then_resume_carries_finished_arms(modules, tiny_model, shared
     arm.write_text('{"readings": {}}')
     (arm.parent / "no-defense" / "adapter_model.safetensors").parent.mkdir()
     (arm.parent / "no-defense" / "adapter_model.safetensors").write_bytes(b"weights stay here")
+    (tmp_path / "old" / "jobs.json").write_text('{"call1/job1": {"exit": 0}}')
     matrix.main(["--pack-only", "--root", str(tmp_path / "old"), "--out", str(tmp_path / "carry")])
     matrix.main(["--model", str(tiny_model), "--data-dir", str(shared_data), "--root", str(tmp_path / "new"),
                  "--out", str(tmp_path / "out"), "--resume", str(tmp_path / "carry" / "defense_arms.tar.gz"),
@@ -75,3 +76,6 @@ def test_pack_only_then_resume_carries_finished_arms(modules, tiny_model, shared
     resumed = tmp_path / "new" / "sst2-10pct" / "badnets-10pct-dirty"
     assert (resumed / "no-defense.result.json").read_text() == '{"readings": {}}'
     assert not (resumed / "no-defense" / "adapter_model.safetensors").exists()
+    with tarfile.open(tmp_path / "out" / "defense_arms.tar.gz") as tar:
+        status = json.load(tar.extractfile("jobs.json"))
+    assert status["call1/job1"] == {"exit": 0} and status["1"]["exit"] == "not started (soft deadline)"

@@ -103,6 +103,12 @@ def pack(root: Path, out: Path, status: dict) -> None:
     os.replace(tmp, out / "defense_arms.tar.gz")
 
 
+def _job_status(root: Path) -> dict:
+    """The job record in ``root`` (from an earlier call or a merged one), or an empty one."""
+    path = root / "jobs.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode",
               "--selections": "selections", "--ratios": "ratios", "--placements": "placements"}
 
@@ -110,7 +116,8 @@ LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label
 def report_args(folder: str) -> list[str]:
     """defense.py flags that cover every job of a work folder: its shared settings (taken from the
     first job) and the union of the list flags, each job's defaults included."""
-    sys.path.insert(0, str(REPO / "bench"))
+    if str(REPO / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO / "bench"))
     import defense
 
     raw = [job_args for f, job_args in JOBS if f == folder]
@@ -148,7 +155,7 @@ def write_reports(args) -> None:
             continue
         note = ("Arms trained by `bench/gpu/defense_matrix.py` on a GPU machine (bench/gpu/README.md), as parallel "
                 "`defense.py` jobs, except where an arm's `machine` says otherwise; each job's status: `../jobs.json`. "
-                f"Tables written with `python bench/gpu/defense_matrix.py --report --root <work> --out <results>`.")
+                "Tables written with `python bench/gpu/defense_matrix.py --report --root <work> --out <results>`.")
         cmd = [sys.executable, str(REPO / "bench" / "defense.py"), *report_args(folder), "--report-only", "--note", note,
                "--work", str(root / folder), "--results", str(out / folder), "--data-dir", args.data_dir,
                *(["--model", args.model] if args.model else [])]
@@ -165,7 +172,7 @@ def main(argv=None):
     root.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     if args.pack_only:
-        pack(root, out, {})
+        pack(root, out, _job_status(root))
         return
     if not args.model:
         raise SystemExit("--model is required to run the matrix")
@@ -179,7 +186,7 @@ def main(argv=None):
     env = {**os.environ, "OMP_NUM_THREADS": "2", "P2P_DATA_DIR": args.data_dir}
     start, last_pack = time.time(), 0.0
     running: dict[int, tuple[subprocess.Popen, float]] = {}
-    status: dict[str, dict] = {}
+    status = _job_status(root)  # earlier calls' jobs (after --resume) stay in the record
     while queue or running:
         now = time.time() - start
         for j, (proc, began) in list(running.items()):
