@@ -58,9 +58,9 @@ def arm_config(arm: str, model: Path, data: Path, out: Path, prepared: Path, arg
     settings = argparse.Namespace(ratio=args.ratio, seed=args.seed, sequence_len=args.sequence_len, epochs=1,
                                   lr=args.lr, micro_batch_size=args.micro_batch_size, max_steps=None, save_steps=0)
     cfg = training_config(model, data, out, prepared, settings, defended=arm != "no-defense",
-                          mode="augment" if arm == "augment" else "replace")
+                          mode="augment" if arm == "augment" else "replace", packing=arm != "authors-batch32")
     if arm == "authors-batch32":
-        cfg.update(micro_batch_size=32, sample_packing=False, pad_to_sequence_len=False)
+        cfg.update(micro_batch_size=32)
     return cfg
 
 

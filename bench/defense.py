@@ -133,7 +133,8 @@ def train_shared_clean_model(data: Path, model, args, work: Path):
     on the attack: train it once per work folder and evaluate it on every attack's test rows. A file
     lock lets several benchmark processes share one --work (the second waits, then reuses it)."""
     name = f"clean-model-{data.stem}"
-    cfg = training_config(model, data, work / name, work / "prepared", args, False, "random", args.task)
+    cfg = training_config(model, data, work / name, work / "prepared", args, False, "random", args.task,
+                          packing=args.sample_packing)
     with locked(work / f".{name}.lock"):
         return work / name, train_arm(cfg, work, name)
 
@@ -176,7 +177,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
     else:
         arm_dir = work / name
         cfg = training_config(model, data, arm_dir, work / "prepared", args, defended, selection, args.task,
-                              ratio=ratio, placement=placement)
+                              ratio=ratio, placement=placement, packing=args.sample_packing)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)

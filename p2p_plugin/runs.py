@@ -29,12 +29,12 @@ def resolve_model(model: str | None, cache: Path) -> Path:
 
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
                     selection: str | None = None, task: str = "classification", mode: str = "replace",
-                    ratio: float | None = None, placement: str | None = None) -> dict:
+                    ratio: float | None = None, placement: str | None = None, packing: bool = True) -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
     leaves the plugin's default (what a user who does not set it gets), as does ``placement=None``;
     ``ratio=None``: ``args.ratio``.
-    ``args.sample_packing`` (default on) false pads each row instead (the authors' loop shape)."""
+    ``packing=False`` pads each row instead of sample packing (the authors' loop shape)."""
     p2p = {"enabled": defended, "task": task, "ratio": args.ratio if ratio is None else ratio, "seed": args.seed,
            "mode": mode}
     if selection is not None:
@@ -43,7 +43,6 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         p2p["placement"] = placement
     if task == "classification":
         p2p["labels"] = ["0", "1"]
-    packing = getattr(args, "sample_packing", True)
     cfg = {
         "base_model": str(model), "tokenizer_config": str(model),
         "plugins": ["p2p_plugin.P2PPlugin"],

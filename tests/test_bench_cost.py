@@ -22,3 +22,17 @@ def test_cost_bench_compares_arms_to_no_defense(tiny_model, shared_data, tmp_pat
     assert base["tokens_per_s_vs_no_defense"] == 1.0 and augment["tokens_per_s_vs_no_defense"] > 0
     assert [r["arm"] for r in out["runs"]] == ["no-defense", "augment"]
     assert "tokens/s vs no-defense" in (tmp_path / "res" / f"cost_{tiny_model.name}.md").read_text()
+
+
+def test_authors_arm_is_unpacked_batch_32():
+    """The authors' loop shape: one row per sequence (no packing, no padding to sequence_len), batch 32."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import cost
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    args = cost.build_parser().parse_args(["--micro-batch-size", "4"])
+    authors = cost.arm_config("authors-batch32", Path("m"), Path("d"), Path("o"), Path("p"), args)
+    packed = cost.arm_config("replace", Path("m"), Path("d"), Path("o"), Path("p"), args)
+    assert (authors["sample_packing"], authors["pad_to_sequence_len"], authors["micro_batch_size"]) == (False, False, 32)
+    assert (packed["sample_packing"], packed["pad_to_sequence_len"], packed["micro_batch_size"]) == (True, True, 4)

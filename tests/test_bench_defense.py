@@ -106,8 +106,9 @@ def test_unpacked_arms_pad_each_row(defense):
     from p2p_plugin.runs import training_config
 
     packed = training_config(Path("m"), Path("d"), Path("o"), Path("p"), defense.parse_args([]), True)
-    unpacked = training_config(Path("m"), Path("d"), Path("o"), Path("p"),
-                               defense.parse_args(["--no-packing", "--micro-batch-size", "32"]), True, ratio=0.3)
+    args = defense.parse_args(["--no-packing", "--micro-batch-size", "32"])
+    unpacked = training_config(Path("m"), Path("d"), Path("o"), Path("p"), args, True, ratio=0.3,
+                               packing=args.sample_packing)
     assert (packed["sample_packing"], packed["pad_to_sequence_len"], packed["p2p"]["ratio"]) == (True, True, 0.2)
     assert (unpacked["sample_packing"], unpacked["pad_to_sequence_len"], unpacked["micro_batch_size"]) == (False, False, 32)
     assert unpacked["p2p"]["ratio"] == 0.3
