@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from p2p_plugin.attacks import AttackSpec, read_rows, simulate_attack  # noqa: E402
+from p2p_plugin.attacks import AttackSpec, read_rows, simulate_attack, write_jsonl  # noqa: E402
 from p2p_plugin.recipe import P2PRecipe  # noqa: E402
 from p2p_plugin.formats import AlpacaFormat, PlainFormat  # noqa: E402
 from p2p_plugin.selection import RowView, select_rows  # noqa: E402
@@ -224,11 +224,9 @@ def main(argv=None):
 
 
 def _write_jsonl(path: Path, rows) -> Path:
-    """Atomic (temporary file + rename): several benchmark processes may share one --work."""
+    """Atomic (attacks.write_jsonl): several benchmark processes may share one --work."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_jsonl(path, rows)
     return path
 
 

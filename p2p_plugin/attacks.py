@@ -494,7 +494,7 @@ def read_rows(path: str | Path) -> list[dict]:
     return rows
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def write_jsonl(path: Path, rows: list[dict]) -> None:
     """Write through a temporary file and rename it into place, so a reader (a training run started
     from the same folder, a second benchmark process) never sees a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -528,9 +528,9 @@ def simulate_attack(train_path: str | Path, test_path: str | Path, out_dir: str 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / OUTPUT_FILES["train_poisoned"], poisoned)
-    _write_jsonl(out / OUTPUT_FILES["test_clean"], test)
-    _write_jsonl(out / OUTPUT_FILES["test_triggered"], triggered)
+    write_jsonl(out / OUTPUT_FILES["train_poisoned"], poisoned)
+    write_jsonl(out / OUTPUT_FILES["test_clean"], test)
+    write_jsonl(out / OUTPUT_FILES["test_triggered"], triggered)
     sidecar: dict[str, Any] = {
         "spec": spec.to_dict(),
         "format": fmt,
