@@ -97,6 +97,8 @@ def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path, def
 def test_presets_set_the_protocol_and_flags_still_win(defense):
     args = defense.parse_args(["--preset", "authors"])
     assert (args.attacks, args.rates, args.ratio, args.lr) == (["badnets"], [0.02], 0.2, 2e-4)
+    # the authors' loop shape (METHOD.md): batch 32, one row per sequence, max length 128, 3 epochs
+    assert (args.micro_batch_size, args.sample_packing, args.sequence_len, args.epochs) == (32, False, 128, 3)
     args = defense.parse_args(["--preset", "reference", "--lr", "1e-3"])
     assert (args.train_rows, args.rates, args.lr) == (4000, [0.1], 1e-3)
 
@@ -147,7 +149,13 @@ def test_generation_summary_is_relative_to_no_defense(defense):
     nodef["readings"] = {"no benign trigger": nodef["readings"]["p2p"]}
     rows = defense.summary_rows({"badnet-10pct/no-defense": nodef, "badnet-10pct/p2p-avoid_shortcuts": gen(0.39, 9)},
                                 "generation")
-    assert rows[0]["targets"] == "cut 95% (met, target 90); quality -2.5% (met, target +-5)"
+    assert rows[0]["targets"] == "cut 95% (met, target 90); quality -2.5% vs no-defense (met, target +-5)"
+    # with a clean model, quality is read against it: the backdoor may have wrecked no-defense's outputs
+    clean = gen(0.50, 0)
+    clean["readings"] = {"no benign trigger": clean["readings"]["p2p"]}
+    rows = defense.summary_rows({"badnet-10pct/no-defense": nodef, "badnet-10pct/p2p-avoid_shortcuts": gen(0.39, 9),
+                                 "badnet-10pct/clean": clean}, "generation")
+    assert rows[0]["targets"] == "cut 95% (met, target 90); quality -22.0% vs clean (missed, target +-5)"
 
 
 def test_arm_names_cover_ratios_and_placements(defense, monkeypatch, tmp_path):
@@ -161,6 +169,15 @@ def test_arm_names_cover_ratios_and_placements(defense, monkeypatch, tmp_path):
                      ("t/p2p-avoid_shortcuts", 0.2, "prefix"), ("t/p2p-avoid_shortcuts-rho0.1", 0.1, "prefix"),
                      ("t/p2p-avoid_shortcuts-suffix", 0.2, "suffix"), ("t/p2p-avoid_shortcuts-rho0.1-suffix", 0.1, "suffix"),
                      ("t/clean", None, None)]
+    # --arms splits one matrix between processes: each trains only its kinds of arm
+    calls.clear()
+    split = defense.parse_args(["--arms", "clean", "no-defense", "--selections", "random"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, split, tmp_path, [], [], "1", {})
+    assert [c[0] for c in calls] == ["t/no-defense", "t/clean"]
+    calls.clear()
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, defense.parse_args(["--arms", "p2p", "--selections",
+                            "random"]), tmp_path, [], [], "1", {})
+    assert [c[0] for c in calls] == ["t/p2p-random"]
     cfg = defense.training_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, placement="suffix")
     assert cfg["p2p"]["placement"] == "suffix"
     assert "placement" not in defense.training_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True)["p2p"]

@@ -38,16 +38,28 @@ def test_jobs_parse_and_jobs_sharing_a_folder_share_their_training_settings(modu
 def test_scheduler_runs_jobs_and_packs_their_files(modules, tiny_model, shared_data, tmp_path, capsys):
     _, matrix = modules
     out = tmp_path / "out"
+    gen = next(j for j, (folder, _) in enumerate(matrix.JOBS, 1) if folder == "gen-negsentiment")
     matrix.main(["--model", str(tiny_model), "--data-dir", str(shared_data), "--root", str(tmp_path / "root"),
-                 "--out", str(out), "--jobs", "1,13", "--workers", "2", "--extra", "--report-only"])
+                 "--out", str(out), "--jobs", f"1,{gen}", "--workers", "2", "--extra", "--report-only"])
     with tarfile.open(out / "defense_arms.tar.gz") as tar:
         names = set(tar.getnames())
         status = json.load(tar.extractfile("jobs.json"))
-    assert {status["1"]["exit"], status["13"]["exit"]} == {0}, status
-    assert status["1"]["folder"] == "sst2-10pct" and status["13"]["folder"] == "gen-negsentiment"
-    assert {"job1.log", "job13.log", "sst2-10pct/badnets-10pct-dirty/attack.json"} <= names
+    assert {status["1"]["exit"], status[str(gen)]["exit"]} == {0}, status
+    assert status["1"]["folder"] == "sst2-10pct" and status[str(gen)]["folder"] == "gen-negsentiment"
+    assert {"job1.log", f"job{gen}.log", "sst2-10pct/badnets-10pct-dirty/attack.json"} <= names
     assert not any(name.endswith((".safetensors", ".jsonl")) for name in names)  # results only, no weights/data
     assert "not finished yet" in (tmp_path / "root" / "job1.log").read_text()
+
+
+def test_report_covers_every_arm_of_a_folder_split_between_jobs(modules):
+    """Jobs that each train some arms of a folder (--arms) are reported together: the report's flags
+    are the union of the jobs' lists."""
+    defense, matrix = modules
+    args = defense.parse_args(matrix.report_args("sst2-2pct"))
+    assert set(args.arms) == {"no-defense", "p2p", "clean"}
+    assert set(args.attacks) == set(matrix.ATTACKS) and args.rates == [0.02] and args.train_rows == 4000
+    authors = defense.parse_args(matrix.report_args("sst2-authors"))
+    assert set(authors.selections) == {"avoid_shortcuts", "random"} and authors.micro_batch_size == 32
 
 
 def test_scheduler_starts_nothing_after_the_soft_deadline(modules, tiny_model, shared_data, tmp_path):

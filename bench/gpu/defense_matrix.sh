@@ -20,7 +20,12 @@ case "$PHASE" in
 stage)
   cp .gpu1/smollm2.gguf.part1 "$STAGE/" || exit 1
   if [ -z "${SKIP_INSTALL:-}" ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    # the ROUGE-L set (p2p_plugin[eval]) apart: if it fails there, only the generation jobs stop (require_rouge)
+    rouge="rouge_score absl_py nltk joblib regex click six"
+    core=$(ls .whl/*.whl | grep -v -E "/($(echo $rouge | tr ' ' '|'))-")
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $core || exit 1
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+        $(for w in $rouge; do ls .whl/$w-*.whl; done) || echo "the ROUGE-L wheels did not install: generation jobs will stop"
   fi
   ls -la "$STAGE"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
