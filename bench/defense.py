@@ -118,6 +118,8 @@ def build_parser():
                    help="checkpoint every N steps so a killed arm resumes there (0: no checkpoints)")
     p.add_argument("--target", default="1")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true",
+                   help="train and evaluate in bfloat16 (a GPU with bf16, e.g. for an 8B model; default float32)")
     p.add_argument("--device", default="auto", help="evaluation device: auto (cuda if available), cpu, cuda")
     p.add_argument("--eval-batch-size", type=int, default=None,
                    help="evaluation batch size (default: the evaluator's, 32 classification / 8 generation)")
@@ -135,13 +137,19 @@ def eval_device(choice: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, selection: str, ratio=None,
+               placement=None) -> dict:
+    """One arm's Axolotl config from the benchmark's flags (every arm of a --work shares its prepared-data cache)."""
+    return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task, ratio=ratio,
+                           placement=placement, packing=args.sample_packing, bf16=args.bf16)
+
+
 def train_shared_clean_model(data: Path, model, args, work: Path):
     """The clean arm's model depends only on the clean training file and the settings of --work, not
     on the attack: train it once per work folder and evaluate it on every attack's test rows. A file
     lock lets several benchmark processes share one --work (the second waits, then reuses it)."""
     name = f"clean-model-{data.stem}"
-    cfg = training_config(model, data, work / name, work / "prepared", args, False, "random", args.task,
-                          packing=args.sample_packing)
+    cfg = arm_config(model, data, work / name, work, args, False, "random")
     with locked(work / f".{name}.lock"):
         return work / name, train_arm(cfg, work, name)
 
@@ -183,13 +191,13 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work)
     else:
         arm_dir = work / name
-        cfg = training_config(model, data, arm_dir, work / "prepared", args, defended, selection, args.task,
-                              ratio=ratio, placement=placement, packing=args.sample_packing)
+        cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
     runtime = trained.get("train_runtime")
-    p2p_model = P2PModel.load(arm_dir, base_model=model, device=eval_device(args.device))
+    p2p_model = P2PModel.load(arm_dir, base_model=model, device=eval_device(args.device),
+                              dtype="bfloat16" if args.bf16 else "float32")
     batch = {"batch_size": args.eval_batch_size} if args.eval_batch_size else {}
     if args.task == "generation":
         result = evaluate_generation(p2p_model, clean_rows, triggered_rows, target, "rouge", max_rows=args.eval_rows,

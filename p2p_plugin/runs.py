@@ -29,12 +29,14 @@ def resolve_model(model: str | None, cache: Path) -> Path:
 
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
                     selection: str | None = None, task: str = "classification", mode: str = "replace",
-                    ratio: float | None = None, placement: str | None = None, packing: bool = True) -> dict:
+                    ratio: float | None = None, placement: str | None = None, packing: bool = True,
+                    bf16: bool = False) -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
     leaves the plugin's default (what a user who does not set it gets), as does ``placement=None``;
     ``ratio=None``: ``args.ratio``.
-    ``packing=False`` pads each row instead of sample packing (the authors' loop shape)."""
+    ``packing=False`` pads each row instead of sample packing (the authors' loop shape); ``bf16=True``
+    trains in bfloat16 (a GPU with bf16; the default float32 is what the CPU runs)."""
     p2p = {"enabled": defended, "task": task, "ratio": args.ratio if ratio is None else ratio, "seed": args.seed,
            "mode": mode}
     if selection is not None:
@@ -55,7 +57,7 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         "micro_batch_size": args.micro_batch_size, "gradient_accumulation_steps": 1,
         "num_epochs": args.epochs, "learning_rate": args.lr, "optimizer": "adamw_torch",
         "lr_scheduler": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.0,
-        "bf16": False, "fp16": False, "tf32": False, "attn_implementation": "sdpa",
+        "bf16": bf16, "fp16": False, "tf32": False, "attn_implementation": "sdpa",
         "val_set_size": 0, "save_strategy": "no", "logging_steps": 5, "seed": args.seed,
         "dataset_num_proc": 1, "output_dir": str(out_dir), "dataset_prepared_path": str(prepared),
         "save_safetensors": True,

@@ -114,6 +114,10 @@ def test_unpacked_arms_pad_each_row(defense):
     assert (packed["sample_packing"], packed["pad_to_sequence_len"], packed["p2p"]["ratio"]) == (True, True, 0.2)
     assert (unpacked["sample_packing"], unpacked["pad_to_sequence_len"], unpacked["micro_batch_size"]) == (False, False, 32)
     assert unpacked["p2p"]["ratio"] == 0.3
+    # --bf16 (e.g. an 8B model on a GPU) reaches the training config; float32 otherwise
+    assert defense.arm_config(Path("m"), Path("d"), Path("o"), Path("w"), defense.parse_args(["--bf16"]), True,
+                              "random")["bf16"] is True
+    assert defense.arm_config(Path("m"), Path("d"), Path("o"), Path("w"), args, True, "random")["bf16"] is False
 
 
 def _reading(ca_k, asr_k, n=1000):

@@ -97,7 +97,7 @@ def parse_args(argv=None):
                         "into --root first")
     p.add_argument("--root", required=True, help="folder for the work folders (one per setting)")
     p.add_argument("--out", required=True)
-    p.add_argument("--workers", type=int, default=14)
+    p.add_argument("--workers", type=int, default=10)  # 16 cores, 2 threads a job
     p.add_argument("--soft-deadline", type=float, default=420)
     p.add_argument("--hard-deadline", type=float, default=530)
     p.add_argument("--pack-every", type=float, default=30)
