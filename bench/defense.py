@@ -55,8 +55,8 @@ from defense_summary import SUMMARY_COLUMNS, summary_chart, summary_rows  # noqa
 
 
 PRESETS = {
-    # METHOD.md: AdamW lr 2e-4, 3 epochs, batch 32, max length 128 (one row per sequence); bf16 is left to the
-    # machine (the arms here train in float32)
+    # METHOD.md: AdamW lr 2e-4, 3 epochs, batch 32, max length 128 (one row per sequence); their bf16 is --bf16
+    # (the arms in bench/results train in float32)
     "authors": {"attacks": ["badnets"], "rates": [0.02], "ratio": 0.2, "lr": 2e-4, "label_mode": ["dirty"],
                 "epochs": 3, "micro_batch_size": 32, "sample_packing": False, "sequence_len": 128},
     "reference": {"attacks": ["badnets"], "rates": [0.1], "ratio": 0.2, "lr": 5e-4, "epochs": 2, "train_rows": 4000},

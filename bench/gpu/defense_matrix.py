@@ -49,12 +49,13 @@ def _sst2_10pct(*extra):
 # (work folder, defense.py arguments); the order is the priority. Jobs of one folder may each train only some
 # of its arms (--arms): they run side by side, and the long ones (2%: ~1400 steps an arm) start first.
 JOBS = (
-    # call 1 (session 4): the 10% matrix, 2% no-defense, clean-label, rho; all finished, reused with --resume
+    # session 4 (calls 1-2): the 10% matrix, 2% no-defense, clean-label, rho; all finished, reused with --resume
     [_sst2_10pct("--attacks", a, "--selections", "avoid_shortcuts", "random") for a in ATTACKS]
     + [("sst2-2pct", SST2_2PCT + ["--attacks", a, "--arms", "no-defense"]) for a in ATTACKS]
     + [_sst2_10pct("--attacks", "badnets", "--label-mode", "clean", *AVOID)]
     + [_sst2_10pct("--attacks", "badnets", "--ratios", rho, *AVOID) for rho in ("0.05", "0.1", "0.3")]
-    # call 2: P2P at 2% (MTBA, which did not take, last) and the 2% floor (one clean model, every attack's rows)
+    # session 5 (calls 3-4) from here: P2P at 2% (MTBA, which did not take, last) and the 2% floor (one clean
+    # model, evaluated on every attack's rows)
     + [("sst2-2pct", SST2_2PCT + ["--attacks", a, "--arms", "p2p", *AVOID]) for a in ATTACKS[:4] + ["ctba"]]
     + [("sst2-2pct", SST2_2PCT + ["--attacks", *ATTACKS, "--arms", "clean"])]
     # BackdoorLLM generation, one arm a job
