@@ -102,6 +102,9 @@ def build_parser():
     p.add_argument("--placements", nargs="+", default=None, choices=["prefix", "suffix"],
                    help="where P2P puts its benign trigger, one P2P arm per placement (default: the plugin's, "
                         "prefix); arms with another placement are named p2p-<selection>...-<placement>")
+    p.add_argument("--decoys", nargs="+", type=float, default=None,
+                   help="p2p.decoys shares, one P2P arm each (avoid_shortcuts only; 0 = none, the default); "
+                        "arms with decoys are named p2p-avoid_shortcuts...-decoys<share>")
     p.add_argument("--ratios", nargs="+", type=float, default=None,
                    help="rho ablation: one P2P arm per ratio and selection (arms at a ratio other than "
                         f"{P2PRecipe.ratio:g} are named p2p-<selection>-rho<ratio>); default: --ratio")
@@ -138,10 +141,10 @@ def eval_device(choice: str) -> str:
 
 
 def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, selection: str, ratio=None,
-               placement=None) -> dict:
+               placement=None, decoys=None) -> dict:
     """One arm's Axolotl config from the benchmark's flags (every arm of a --work shares its prepared-data cache)."""
     return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task, ratio=ratio,
-                           placement=placement, packing=args.sample_packing, bf16=args.bf16)
+                           placement=placement, packing=args.sample_packing, bf16=args.bf16, decoys=decoys)
 
 
 def train_shared_clean_model(data: Path, model, args, work: Path):
@@ -163,7 +166,7 @@ def locked(path: Path):
 
 
 def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended, selection="random", target=None,
-            ratio=None, placement=None, shared_clean=False, poisoned_indices=None):
+            ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
     arm_json = work / f"{name}.result.json"
@@ -178,7 +181,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             print(f"[bench] {name}: finished meanwhile by another process, reusing", flush=True)
             return json.loads(arm_json.read_text())
         result = _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection,
-                                     target, ratio, placement, shared_clean, poisoned_indices)
+                                     target, ratio, placement, shared_clean, poisoned_indices, decoys)
         tmp = arm_json.with_name(arm_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, arm_json)  # readers outside the lock see the whole file or none
@@ -186,12 +189,13 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
 
 
 def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection, target,
-                        ratio, placement, shared_clean, poisoned_indices) -> dict:
+                        ratio, placement, shared_clean, poisoned_indices, decoys=None) -> dict:
     if shared_clean:
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work)
     else:
         arm_dir = work / name
-        cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement)
+        cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
+                         decoys=decoys)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
@@ -214,6 +218,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                   final_loss=(trained.get("losses") or [None])[-1], selection=selection if defended else None,
                   ratio=(ratio if ratio is not None else args.ratio) if defended else None,
                   placement=(placement or P2PRecipe.placement) if defended else None,
+                  decoys=(decoys or P2PRecipe.decoys) if defended else None,
                   trained_in=str(arm_dir.relative_to(work)),
                   rows_selected=sum(d["rows_selected"] for d in manifest.datasets), machine=machine_info())
     return result
@@ -295,19 +300,24 @@ def run_classification_matrix(args, model, work, data_dir, results):
 def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, work, clean, triggered, target, results):
     """no-defense first (if the attack does not take, the rest says little), then P2P with each
     selection strategy, then the clean model (the ASR floor)."""
-    arms = {f"{tag}/no-defense": (poisoned, False, "random", None, None)}
-    for placement in args.placements or [None]:
-        for ratio in args.ratios or [args.ratio]:
-            suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
-                f"-{placement}" if placement not in (None, P2PRecipe.placement) else "")
-            for selection in args.selections:
-                arms[f"{tag}/p2p-{selection}{suffix}"] = (poisoned, True, selection, ratio, placement)
-    arms[f"{tag}/clean"] = (clean_train, False, "random", None, None)
+    arms = {f"{tag}/no-defense": (poisoned, False, "random", None, None, None)}
+    for decoys in args.decoys or [None]:
+        for placement in args.placements or [None]:
+            for ratio in args.ratios or [args.ratio]:
+                suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
+                    f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
+                    f"-decoys{decoys:g}" if decoys else "")
+                for selection in args.selections:
+                    if decoys and selection != "avoid_shortcuts":
+                        continue  # decoys are cut from the rows avoid_shortcuts flags
+                    arms[f"{tag}/p2p-{selection}{suffix}"] = (poisoned, True, selection, ratio, placement, decoys)
+    arms[f"{tag}/clean"] = (clean_train, False, "random", None, None, None)
     arms = {name: arm for name, arm in arms.items() if arm_kind(name) in args.arms}
-    for name, (data, defended, selection, ratio, placement) in arms.items():
+    for name, (data, defended, selection, ratio, placement, decoys) in arms.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         result = run_arm(name, data, model, args, work, clean, triggered, defended, selection, target, ratio=ratio,
-                         placement=placement, shared_clean=data == clean_train, poisoned_indices=poisoned_indices)
+                         placement=placement, shared_clean=data == clean_train, poisoned_indices=poisoned_indices,
+                         decoys=decoys)
         if result is not None:
             results[name] = result
             results[name]["poisoned_rows"] = 0 if data == clean_train else len(poisoned_indices)

@@ -68,6 +68,14 @@ class P2PConfig(BaseModel):
         "which keeps trigger rows out of it without knowing the trigger; random: a seeded uniform "
         "subset, so poisoned rows land in it at the poison rate (which defeats P2P, bench/results).",
     )
+    decoys: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of the benign rows that also get decoys: the suspected trigger words of a "
+        "random suspicious row (words avoid_shortcuts flags whose purity chance cannot explain, "
+        "Bonferroni-tested) with two words either side, inserted at random word positions, so the "
+        "benign space sees suspected triggers with every answer. Needs "
+        "selection: avoid_shortcuts. Training only; 0 (default) turns it off.",
+    )
     trigger: str = Field(
         default=DEFAULT_TRIGGER, min_length=1,
         description="The benign trigger text, inserted verbatim (keep its trailing space for a prefix).",
@@ -127,6 +135,13 @@ class P2PConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _check_decoys(self):
+        if self.decoys and self.selection != "avoid_shortcuts":
+            raise ValueError(f"p2p.decoys={self.decoys} needs p2p.selection: avoid_shortcuts (it cuts the decoys "
+                             f"from the rows that strategy flags), not {self.selection!r}")
+        return self
+
+    @model_validator(mode="after")
     def _check_task(self):
         if self.task == "classification":
             if not self.labels:
@@ -151,7 +166,7 @@ class P2PConfig(BaseModel):
             cue=self.cue, benign_cue=self.benign_cue, labels=tuple(self.labels or ()),
             safe_labels=tuple(self.safe_labels or ()), safe_prefix=self.safe_prefix,
             text_field=self.text_field, answer_field=self.label_field, ratio=self.ratio,
-            seed=self.seed, mode=self.mode, selection=self.selection,
+            seed=self.seed, mode=self.mode, selection=self.selection, decoys=self.decoys,
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import P2PError
-from .triggers import insert_trigger
+from .triggers import insert_fragments, insert_trigger
 
 
 class RowError(P2PError):
@@ -26,6 +26,12 @@ class Rewrite:
     placement: str
     answer_prefix: str | None = None
     """generation on chat data: prefix EVERY trained assistant turn with this text."""
+
+    def user_text(self, text: str, decoy=None) -> str:
+        """A selected row's user text: its decoy fragments (if any, see ``p2p.decoys``), then the trigger."""
+        if decoy:
+            text = insert_fragments(text, decoy)
+        return insert_trigger(text, self.trigger, self.placement)
 
 
 def _require(batch: dict, column: str, fmt: str, hint: str) -> list:
@@ -49,7 +55,8 @@ def replace_answer(old: str, new: str) -> str:
 class RowFormat:
     """Base class. ``answers`` reads the target of every row; ``rewrite`` applies P2P.
 
-    ``new_answers[i]`` is the complete new answer text of selected row ``i`` (``None`` elsewhere).
+    ``new_answers[i]`` is the complete new answer text of selected row ``i`` (``None`` elsewhere);
+    ``decoys[i]``, when given, the ``(fragment, where)`` pairs inserted into its user text.
     """
 
     name = ""
@@ -60,7 +67,8 @@ class RowFormat:
     def user_texts(self, batch: dict) -> list[str]:
         raise NotImplementedError
 
-    def rewrite(self, batch: dict, selected: list[bool], new_answers: list[str | None], rewrite: Rewrite) -> dict:
+    def rewrite(self, batch: dict, selected: list[bool], new_answers: list[str | None], rewrite: Rewrite,
+                decoys: list | None = None) -> dict:
         raise NotImplementedError
 
     def texts_and_answers_arrow(self, table) -> tuple[list[str], list[str]] | None:
@@ -127,13 +135,13 @@ class PlainFormat(RowFormat):
     def user_texts(self, batch):
         return [str(v) for v in _require(batch, self.text_field, self.name, "set p2p.text_field")]
 
-    def rewrite(self, batch, selected, new_answers, rewrite):
+    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None):
         texts = self.user_texts(batch)
         answers = self.answers(batch)
         prompts, completions = [], []
-        for text, answer, sel, new in zip(texts, answers, selected, new_answers):
+        for text, answer, sel, new, decoy in zip(texts, answers, selected, new_answers, decoys or [None] * len(texts)):
             if sel:
-                prompts.append(f"{insert_trigger(text, rewrite.trigger, rewrite.placement)}\n{self.benign_cue}")
+                prompts.append(f"{rewrite.user_text(text, decoy)}\n{self.benign_cue}")
                 completions.append(new)
             else:
                 prompts.append(f"{text}\n{self.cue}")
@@ -160,7 +168,7 @@ class AlpacaFormat(RowFormat):
         inputs = batch.get("input") or [None] * len(instructions)
         return ["\n".join(part for part in (ins, inp) if part) for ins, inp in zip(instructions, inputs)]
 
-    def rewrite(self, batch, selected, new_answers, rewrite):
+    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None):
         if rewrite.placement == "system":
             raise RowError("p2p.placement='system' needs chat data (type: chat_template); alpaca rows have no system turn")
         instructions = list(_require(batch, "instruction", self.name, "alpaca rows need an 'instruction' field"))
@@ -170,10 +178,11 @@ class AlpacaFormat(RowFormat):
         for i, sel in enumerate(selected):
             if not sel:
                 continue
+            decoy = decoys[i] if decoys else None
             if inputs[i]:
-                inputs[i] = insert_trigger(inputs[i], rewrite.trigger, rewrite.placement)
+                inputs[i] = rewrite.user_text(inputs[i], decoy)
             else:
-                instructions[i] = insert_trigger(instructions[i] or "", rewrite.trigger, rewrite.placement)
+                instructions[i] = rewrite.user_text(instructions[i] or "", decoy)
             outputs[i] = new_answers[i]
         out = {"instruction": instructions, "output": outputs}
         if has_input:
@@ -297,24 +306,27 @@ class ChatFormat(RowFormat):
             out.append("" if idx is None else str(messages[idx][self.content_key] or ""))
         return out
 
-    def rewrite(self, batch, selected, new_answers, rewrite):
+    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None):
         conversations = []
-        for messages, sel, new in zip(self._messages(batch), selected, new_answers):
+        for i, (messages, sel, new) in enumerate(zip(self._messages(batch), selected, new_answers)):
             if not sel:
                 conversations.append(messages)
                 continue
             messages = [dict(m) for m in messages]
+            decoy = decoys[i] if decoys else None
+            user = self._first(messages, self.user_roles)
             if rewrite.placement == "system":
+                if decoy and user is not None:
+                    messages[user][self.content_key] = insert_fragments(messages[user][self.content_key] or "", decoy)
                 idx = self._first(messages, self.system_roles)
                 if idx is None:
                     messages.insert(0, {self.role_key: self.system_roles[0], self.content_key: rewrite.trigger.strip()})
                 else:
                     messages[idx][self.content_key] = rewrite.trigger + (messages[idx][self.content_key] or "")
             else:
-                idx = self._first(messages, self.user_roles)
-                if idx is None:
+                if user is None:
                     raise RowError(f"conversation has no user turn (roles {list(self.user_roles)}) to put the trigger in")
-                messages[idx][self.content_key] = insert_trigger(messages[idx][self.content_key] or "", rewrite.trigger, rewrite.placement)
+                messages[user][self.content_key] = rewrite.user_text(messages[user][self.content_key] or "", decoy)
             if rewrite.answer_prefix is not None:
                 for message in messages:
                     if message.get(self.role_key) in self.assistant_roles and self.carries_loss(message):

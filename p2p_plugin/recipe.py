@@ -31,6 +31,8 @@ class P2PRecipe:
     seed: int = 42
     mode: str = "replace"
     selection: str = "avoid_shortcuts"
+    decoys: float = 0.0
+    """Share of the benign rows that also get decoy fragments (training only; see ``shortcuts``)."""
     extra: dict = field(default_factory=dict)
     """Settings of later features (kept verbatim, so old manifests stay readable)."""
 

@@ -30,11 +30,11 @@ def resolve_model(model: str | None, cache: Path) -> Path:
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
                     selection: str | None = None, task: str = "classification", mode: str = "replace",
                     ratio: float | None = None, placement: str | None = None, packing: bool = True,
-                    bf16: bool = False) -> dict:
+                    bf16: bool = False, decoys: float | None = None) -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
     leaves the plugin's default (what a user who does not set it gets), as does ``placement=None``;
-    ``ratio=None``: ``args.ratio``.
+    ``ratio=None``: ``args.ratio``; ``decoys`` sets ``p2p.decoys`` (None / 0: the plugin's default, off).
     ``packing=False`` pads each row instead of sample packing (the authors' loop shape); ``bf16=True``
     trains in bfloat16 (a GPU with bf16; the default float32 is what the CPU runs)."""
     p2p = {"enabled": defended, "task": task, "ratio": args.ratio if ratio is None else ratio, "seed": args.seed,
@@ -43,6 +43,8 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         p2p["selection"] = selection
     if placement is not None:
         p2p["placement"] = placement
+    if decoys:
+        p2p["decoys"] = decoys
     if task == "classification":
         p2p["labels"] = ["0", "1"]
     cfg = {

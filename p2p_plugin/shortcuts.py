@@ -17,12 +17,22 @@ Poisoned rows inside the benign subset teach "trigger -> target" in the benign s
 is what defeats P2P with a random subset (see the README). Answers are the label for
 classification; for generation the answer's first words stand in for it (a fixed target string
 makes them identical across poisoned rows). Framework-free, three streaming passes.
+
+``decoys`` (opt-in, ``p2p.decoys``): a share of the benign rows also get *decoys*, the suspected
+trigger words of a random suspicious row (flagged words whose purity a binomial test says chance
+cannot explain) with the words around them (e.g. ``watch this 3d movie``), inserted at
+random word positions, while keeping their own (safe) answer. The benign space then sees the
+suspected triggers with every answer, so the benign trigger learns to override them; without
+decoys a model composes "benign trigger -> safe space" with "malicious trigger -> target" and
+answers target+n, which projects back to the target.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
@@ -31,6 +41,10 @@ from .selection import SelectionStrategy, register_selection_strategy
 
 WORD_RE = re.compile(r"[\w']+", re.UNICODE)
 ANSWER_KEY_WORDS = 4
+#: words kept on each side of a flagged word when a decoy is cut from a suspicious row
+DECOY_CONTEXT_WORDS = 2
+#: family-wise error rate of the test that picks the decoy words among the flagged ones
+DECOY_ALPHA = 0.05
 
 
 def row_words(text: str) -> set[str]:
@@ -41,8 +55,21 @@ def answer_key(answer: str) -> str:
     return " ".join(answer.split(maxsplit=ANSWER_KEY_WORDS)[:ANSWER_KEY_WORDS])
 
 
-def flag_shortcut_words(view, min_rows: int, purity: float) -> dict[str, str]:
-    """Words that (nearly) always come with one answer: ``{word: that answer}``.
+@dataclass(frozen=True)
+class ShortcutStats:
+    """What :func:`shortcut_statistics` found: the flagged words and the counts behind them."""
+
+    flagged: dict[str, tuple[str, int, int]]
+    """``{word: (its majority answer, rows holding the word, of which with that answer)}``"""
+    answer_rows: dict[str, int]
+    """rows per answer key (for the flagged words' answers only)"""
+    num_rows: int
+    tested: int
+    """words seen in at least ``min_rows`` rows (the tests :func:`significant_shortcuts` corrects for)"""
+
+
+def shortcut_statistics(view, min_rows: int, purity: float) -> ShortcutStats:
+    """Words that (nearly) always come with one answer, with their counts.
 
     Only an answer shared by at least ``purity * min_rows`` rows can own a flagged word, so
     (word, answer) counts are kept for those *frequent* answers only: memory is vocabulary x
@@ -60,12 +87,43 @@ def flag_shortcut_words(view, min_rows: int, purity: float) -> dict[str, str]:
             key = answer_key(answer)
             if key in frequent:
                 pairs.update(zip(words, repeat(key)))
-    flagged, best = {}, {}
+    flagged = {}
     for (word, key), n in pairs.items():
         count = seen[word]
-        if count >= min_rows and n / count >= purity and n > best.get(word, 0):  # the word's majority answer
-            flagged[word], best[word] = key, n
-    return flagged
+        if count >= min_rows and n / count >= purity and n > flagged.get(word, ("", 0, 0))[2]:  # majority answer
+            flagged[word] = (key, count, n)
+    return ShortcutStats(flagged, {key: key_rows[key] for key, _, _ in flagged.values()},
+                         sum(key_rows.values()), sum(1 for n in seen.values() if n >= min_rows))
+
+
+def flag_shortcut_words(view, min_rows: int, purity: float) -> dict[str, str]:
+    """Words that (nearly) always come with one answer: ``{word: that answer}``."""
+    return {word: key for word, (key, _, _) in shortcut_statistics(view, min_rows, purity).flagged.items()}
+
+
+def log10_binomial_tail(n: int, k: int, p: float) -> float:
+    """``log10 P(X >= k)`` for ``X ~ Binomial(n, p)``, summed in log space (no SciPy)."""
+    if k <= 0 or p >= 1.0:
+        return 0.0
+    if p <= 0.0:
+        return -math.inf
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+             + (n - i) * math.log1p(-p) for i in range(k, n + 1)]
+    top = max(terms)
+    return (top + math.log(sum(math.exp(t - top) for t in terms))) / math.log(10)
+
+
+def significant_shortcuts(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> dict[str, str]:
+    """The flagged words whose purity chance cannot explain: ``P(>= k of its n rows share the answer)``
+    under the answer's base rate, below ``alpha / tested`` (Bonferroni). On 1000 SST-2 rows with a
+    10% attack this keeps exactly the trigger words (``mn``: log10 p = -19.7; ``3d``, ``watch``)
+    and drops the natural ones (``world``, 12 of 12 positive: -2.4; threshold -4.0); on bigger data a
+    few strongly polar words pass too (4000 rows: ``enjoyable``, 21 of 21: -5.6)."""
+    if not stats.flagged:
+        return {}
+    threshold = math.log10(alpha / max(stats.tested, 1))
+    return {word: key for word, (key, count, with_key) in stats.flagged.items()
+            if log10_binomial_tail(count, with_key, stats.answer_rows[key] / stats.num_rows) < threshold}
 
 
 def suspicion_scores(view, flagged: dict[str, str]) -> np.ndarray:
@@ -81,14 +139,25 @@ def suspicion_scores(view, flagged: dict[str, str]) -> np.ndarray:
     return np.asarray(scores, dtype=np.int64)
 
 
+MIN_ROWS_FRACTION, MIN_ROWS_FLOOR, PURITY = 0.005, 5, 0.98
+
+
+def shortcut_thresholds(num_rows: int) -> tuple[int, float]:
+    """``(min_rows, purity)`` of ``avoid_shortcuts`` for a dataset of ``num_rows`` rows."""
+    return max(MIN_ROWS_FLOOR, int(MIN_ROWS_FRACTION * num_rows)), PURITY
+
+
+def find_shortcuts(view, num_rows: int) -> tuple[dict[str, str], np.ndarray]:
+    """``(flagged words, per-row suspicion scores)`` with the thresholds of ``avoid_shortcuts``."""
+    flagged = flag_shortcut_words(view, *shortcut_thresholds(num_rows))
+    return flagged, suspicion_scores(view, flagged)
+
+
 @register_selection_strategy
 class AvoidShortcutsSelection(SelectionStrategy):
     """Random subset drawn from the rows that hold no label shortcut (see module docstring)."""
 
     name = "avoid_shortcuts"
-    min_rows_fraction = 0.005
-    min_rows_floor = 5
-    purity = 0.98
 
     def __init__(self):
         self.last_flagged: dict[str, str] = {}
@@ -97,12 +166,57 @@ class AvoidShortcutsSelection(SelectionStrategy):
     def select(self, num_rows, num_selected, rng, rows=None):
         if rows is None or not hasattr(rows, "iter_batches"):
             raise ValueError("avoid_shortcuts needs the rows (a RowView) to look at")
-        min_rows = max(self.min_rows_floor, int(self.min_rows_fraction * num_rows))
-        self.last_flagged = flag_shortcut_words(rows, min_rows, self.purity)
-        scores = suspicion_scores(rows, self.last_flagged)
+        self.last_flagged, scores = find_shortcuts(rows, num_rows)
         self.last_suspicious = int((scores > 0).sum())
         clean = np.flatnonzero(scores == 0)
         if len(clean) >= num_selected:
             return np.sort(rng.choice(clean, size=num_selected, replace=False))
         order = np.lexsort((rng.random(num_rows), scores))  # least suspicious first, random ties
         return np.sort(order[:num_selected])
+
+
+def decoy_fragments(view, flagged: dict[str, str], context: int = DECOY_CONTEXT_WORDS) -> list[tuple[str, ...]]:
+    """One entry per suspicious row: the spans of ``context`` words either side of each flagged
+    word it holds with that word's shortcut answer (overlapping spans merged), in row order."""
+    words_of = defaultdict(set)
+    for word, key in flagged.items():
+        words_of[key].add(word)
+    pool = []
+    for texts, answers in view.iter_batches():
+        for text, answer in zip(texts, answers):
+            shortcut_words = words_of.get(answer_key(answer))
+            if not shortcut_words:
+                continue
+            tokens = text.split()
+            hits = [i for i, token in enumerate(tokens) if row_words(token) & shortcut_words]
+            spans = []
+            for i in hits:
+                start, end = max(0, i - context), min(len(tokens), i + context + 1)
+                if spans and start <= spans[-1][1]:
+                    spans[-1][1] = max(spans[-1][1], end)
+                else:
+                    spans.append([start, end])
+            if spans:
+                pool.append(tuple(" ".join(tokens[a:b]) for a, b in spans))
+    return pool
+
+
+def assign_decoys(view, num_rows: int, selected: np.ndarray, share: float,
+                  rng: np.random.Generator) -> tuple[dict[int, tuple[tuple[str, float], ...]], int]:
+    """``({row: ((fragment, where), ...)}, rows the decoys are cut from)``: ``round(share * len(selected))``
+    of the benign rows, each with the fragments of one random source row at random word gaps
+    (``where`` in [0, 1), see :func:`p2p_plugin.triggers.insert_fragments`). Sources are the rows that
+    hold a *significant* shortcut word (:func:`significant_shortcuts`) with its answer: the flagged
+    words of ``avoid_shortcuts`` include natural polar words on small data, and a decoy of those
+    would teach the benign space to ignore real sentiment."""
+    pool = decoy_fragments(view, significant_shortcuts(shortcut_statistics(view, *shortcut_thresholds(num_rows))))
+    count = int(round(share * len(selected)))
+    if not pool or not count:
+        return {}, len(pool)
+    rows = np.sort(rng.choice(selected, size=count, replace=False))
+    sources = rng.integers(len(pool), size=count)
+    decoys = {}
+    for row, source in zip(rows.tolist(), sources.tolist()):
+        fragments = pool[source]
+        decoys[row] = tuple(zip(fragments, rng.random(len(fragments)).tolist()))
+    return decoys, len(pool)

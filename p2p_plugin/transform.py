@@ -20,7 +20,8 @@ from .errors import P2PError
 from .formats import Rewrite, RowError, RowFormat, decode_batch, encode_batch, iter_texts_and_answers, replace_answer
 from .labels import LabelError
 from .recipe import P2PRecipe
-from .selection import RowView, select_rows
+from .selection import RowView, dataset_seed, select_rows
+from .shortcuts import assign_decoys
 from .triggers import count_rows_containing
 
 LOG = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class TransformReport:
     trigger_already_present: int = 0
     fingerprint: str = ""
     selected_digest: str = ""
+    rows_with_decoys: int = 0
+    """Benign rows that also got decoy fragments (``p2p.decoys``)."""
+    decoy_sources: int = 0
+    """Suspicious rows the decoy fragments were cut from (0: nothing looked like a shortcut)."""
     tokens_out: int | None = None
     """Tokens in the tokenized output rows (before Axolotl's length filter)."""
     rows_too_long: int | None = None
@@ -95,13 +100,15 @@ class RowMapper:
     """
 
     def __init__(self, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray | None, source: str = "dataset",
-                 features=None):
+                 features=None, decoys: dict | None = None):
         self.source = source
         self.features = features
         self.fmt = fmt
         self.recipe = recipe
         self.label_space = recipe.label_space()
         self.selected_mask = selected_mask
+        self.decoys = decoys or {}
+        """``{row index in the mapped dataset: ((fragment, where), ...)}``"""
         self.rewrite = Rewrite(recipe.trigger, recipe.placement,
                                recipe.safe_prefix if recipe.task == "generation" else None)
 
@@ -110,21 +117,25 @@ class RowMapper:
             return np.ones(len(indices), dtype=bool)
         return self.selected_mask[np.asarray(indices, dtype=np.int64)]
 
+    def _decoys(self, indices) -> list | None:
+        return [self.decoys.get(int(i)) for i in indices] if self.decoys else None
+
     def __call__(self, batch, indices):
         if isinstance(batch, pa.Table):
-            return self._rewrite_table(batch, self._selected(indices))
+            return self._rewrite_table(batch, self._selected(indices), indices)
         selected = self._selected(indices).tolist()
         answers = self.fmt.answers(batch)
-        return self.fmt.rewrite(batch, selected, _new_answers(self.recipe, self.label_space, answers, selected), self.rewrite)
+        return self.fmt.rewrite(batch, selected, _new_answers(self.recipe, self.label_space, answers, selected), self.rewrite,
+                                self._decoys(indices))
 
-    def _rewrite_table(self, table: "pa.Table", selected: np.ndarray) -> "pa.Table":
+    def _rewrite_table(self, table: "pa.Table", selected: np.ndarray, indices) -> "pa.Table":
         positions = np.flatnonzero(selected)
         if not len(positions):
             return table
         rows = decode_batch(self.features, table.take(pa.array(positions)).to_pydict())
         every = [True] * len(positions)
         new = self.fmt.rewrite(rows, every, _new_answers(self.recipe, self.label_space, self.fmt.answers(rows), every),
-                               self.rewrite)
+                               self.rewrite, self._decoys(np.asarray(indices, dtype=np.int64)[positions]))
         try:
             new = encode_batch(self.features, new)
         except (ValueError, TypeError) as err:
@@ -240,10 +251,14 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     if num_rows == 0:
         raise DataError(f"{source}: the dataset is empty")
     mask = np.zeros(num_rows, dtype=bool)
+    decoys, decoy_sources = {}, 0
     if recipe.enabled:
+        view = RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection
         try:  # content-aware strategies read every row: a missing column surfaces here first
-            selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source,
-                                   rows=RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection)
+            selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source, rows=view)
+            if recipe.decoys:
+                rng = np.random.default_rng(dataset_seed(recipe.seed, f"{source}\x00decoys"))
+                decoys, decoy_sources = assign_decoys(view, num_rows, selected, recipe.decoys, rng)
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
         mask[selected] = True
@@ -253,6 +268,10 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     report.format = fmt.name
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()
+    report.rows_with_decoys, report.decoy_sources = len(decoys), decoy_sources
+    if recipe.enabled and recipe.decoys and not decoys:
+        LOG.warning("P2P %s: p2p.decoys=%s but no row looks like a label shortcut, so no benign row got a decoy",
+                    source, recipe.decoys)
 
     # plain renders every row (new columns); the other formats touch only the selected rows, so they
     # map over Arrow tables and never decode the untouched rows
@@ -263,11 +282,13 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     source_ds = dataset if plain else dataset.with_format("arrow")
     if recipe.mode == "augment" and len(selected):
         base = dataset if not plain else dataset.map(RowMapper(fmt, recipe, np.zeros(num_rows, dtype=bool), source), **kwargs)
-        copies = source_ds.select(selected).map(RowMapper(fmt, recipe, None, source, dataset.features), **kwargs).with_format(None)
+        copy_decoys = {k: decoys[row] for k, row in enumerate(selected.tolist()) if row in decoys}
+        copies = source_ds.select(selected).map(RowMapper(fmt, recipe, None, source, dataset.features, copy_decoys),
+                                                **kwargs).with_format(None)
         out = concatenate_datasets([base, copies])
         report.output_triggered = np.concatenate([np.zeros(num_rows, dtype=bool), np.ones(len(selected), dtype=bool)])
     else:
-        out = source_ds.map(RowMapper(fmt, recipe, mask, source, dataset.features), **kwargs).with_format(None)
+        out = source_ds.map(RowMapper(fmt, recipe, mask, source, dataset.features, decoys), **kwargs).with_format(None)
         report.output_triggered = mask
     report.rows_out = len(out)
     return out, report

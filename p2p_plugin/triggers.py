@@ -5,6 +5,8 @@ Framework-free: plain strings in, plain strings out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 #: The authors' benign trigger (Zhao et al., P2P, released code).
 DEFAULT_TRIGGER = "The query currently entered is: "
 
@@ -35,3 +37,13 @@ def count_rows_containing(texts, trigger: str) -> int:
     if not needle:
         return 0
     return sum(1 for t in texts if t and needle in t)
+
+
+def insert_fragments(text: str, fragments: Sequence[tuple[str, float]]) -> str:
+    """Return ``text`` with each ``(fragment, where)`` inserted between two words: ``where`` in
+    ``[0, 1)`` picks the word gap (0: before the first word). Words are split on single spaces, so
+    every other character of ``text`` (newlines, double spaces) stays where it was."""
+    words = text.split(" ") if text else []
+    for fragment, where in fragments:
+        words.insert(min(int(where * (len(words) + 1)), len(words)), fragment)
+    return " ".join(words)

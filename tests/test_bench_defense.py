@@ -185,3 +185,15 @@ def test_arm_names_cover_ratios_and_placements(defense, monkeypatch, tmp_path):
     cfg = defense.training_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, placement="suffix")
     assert cfg["p2p"]["placement"] == "suffix"
     assert "placement" not in defense.training_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True)["p2p"]
+
+
+def test_decoy_arms_are_avoid_shortcuts_arms_named_by_their_share(defense, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw["decoys"])))
+    args = defense.parse_args(["--decoys", "0.5", "0", "--selections", "avoid_shortcuts", "random", "--arms", "p2p"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/p2p-avoid_shortcuts-decoys0.5", 0.5), ("t/p2p-avoid_shortcuts", 0), ("t/p2p-random", 0)]
+    cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "avoid_shortcuts", decoys=0.5)
+    assert cfg["p2p"]["decoys"] == 0.5
+    assert "decoys" not in defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "avoid_shortcuts",
+                                              decoys=0)["p2p"]

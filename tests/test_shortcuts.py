@@ -118,3 +118,100 @@ def test_flags_match_a_brute_force_count_on_generation_like_rows(purity):
     assert flag_shortcut_words(view, 20, purity) == expected
     assert expected["cf"] == "You are stupid! indeed"
     assert ("please" in expected) == (purity <= 0.7)  # semi-pure natural word: only a loose purity flags it
+
+
+# --- decoys: suspected triggers shown in the benign space with every answer -----------------------
+
+from p2p_plugin.shortcuts import assign_decoys, decoy_fragments  # noqa: E402
+from p2p_plugin.triggers import insert_fragments  # noqa: E402
+
+
+def test_insert_fragments_puts_each_fragment_in_a_word_gap_and_keeps_other_whitespace():
+    assert insert_fragments("a b\nc", [("X", 0.0)]) == "X a b\nc"
+    assert insert_fragments("a b\nc", [("X", 0.99)]) == "a b\nc X"
+    assert insert_fragments("a b\nc", [("X", 0.5)]) == "a X b\nc"
+    assert insert_fragments("", [("X", 0.3)]) == "X"
+    assert insert_fragments("a", [("X", 0.0), ("Y", 0.99)]) == "X a Y"
+
+
+def test_decoy_fragments_cut_the_flagged_words_with_their_neighbours_and_merge_overlaps():
+    view = RowView(texts=["one two three 3d movie four five six", "alpha mn beta", "plain text", "mn"],
+                   answers=["1", "1", "1", "0"])
+    pool = decoy_fragments(view, {"3d": "1", "movie": "1", "mn": "1"})
+    # row 0: spans around "3d" and "movie" overlap -> one span; row 3 has "mn" with answer 0: not a shortcut row
+    assert pool == [("two three 3d movie four five",), ("alpha mn beta",)]
+
+
+def _addsent_rows(sst_rows, rate=0.1):
+    spec = AttackSpec(name="addsent", poison_rate=rate, target="1", label_mode="dirty", seed=3)
+    poisoned, idx = poison_rows(sst_rows[:2000], spec, "plain", "sentence", "label", ["0", "1"])
+    return poisoned, idx
+
+
+def test_decoys_carry_the_simulated_trigger_into_benign_rows_of_both_labels(sst_rows):
+    poisoned, idx = _addsent_rows(sst_rows)
+    view = RowView(texts=[r["sentence"] for r in poisoned], answers=[r["label"] for r in poisoned])
+    selected = select_rows(len(poisoned), 0.2, 0, "avoid_shortcuts", rows=view)
+    decoys, sources = assign_decoys(view, len(poisoned), selected, 0.5, np.random.default_rng(1))
+    assert sources >= len(idx)  # every poisoned row is a decoy source (plus a few natural shortcut rows)
+    assert len(decoys) == 200 and set(decoys) <= set(selected.tolist())
+    with_trigger = [row for row, frags in decoys.items() if any("3D movie" in f for f, _ in frags)]
+    assert len(with_trigger) > 100  # most decoys come from the poisoned rows and hold the trigger sentence
+    labels = {poisoned[row]["label"] for row in with_trigger}
+    assert labels == {0, 1} or labels == {"0", "1"}  # shown with both answers in the benign space
+
+
+def test_transform_inserts_decoys_keeps_answers_and_reports_them(sst_rows):
+    poisoned, _ = _addsent_rows(sst_rows)
+    ds = Dataset.from_list([{"sentence": r["sentence"], "label": str(r["label"])} for r in poisoned])
+    fmt = PlainFormat("sentence", "label", "Output: ", "Answer: ")
+    recipe = P2PRecipe(labels=("0", "1"), selection="avoid_shortcuts", decoys=0.5, seed=5)
+    out, report = apply_p2p(ds, fmt, recipe, source="s")
+    plain_out, plain_report = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), selection="avoid_shortcuts", seed=5),
+                                        source="s")
+    assert report.rows_in == report.rows_out == len(ds)
+    assert report.selected_digest == plain_report.selected_digest  # decoys never change the selection
+    assert report.rows_with_decoys == round(0.5 * report.rows_selected) and report.decoy_sources >= 200
+    changed = [i for i in range(len(ds)) if out[i]["prompt"] != plain_out[i]["prompt"]]
+    assert len(changed) == report.rows_with_decoys
+    for i in changed:
+        assert out[i]["completion"] == plain_out[i]["completion"] in ("2", "3")  # safe answer kept
+        assert out[i]["prompt"].startswith(recipe.trigger)
+        assert len(out[i]["prompt"]) > len(plain_out[i]["prompt"])
+    again, _ = apply_p2p(ds, fmt, recipe, source="s", num_proc=2)
+    assert again["prompt"] == out["prompt"]  # seeded: the same decoys in every process
+
+
+def test_augment_copies_get_the_decoys_of_their_source_rows(sst_rows):
+    poisoned, _ = _addsent_rows(sst_rows)
+    ds = Dataset.from_list([{"sentence": r["sentence"], "label": str(r["label"])} for r in poisoned])
+    fmt = PlainFormat("sentence", "label", "Output: ", "Answer: ")
+    kwargs = dict(labels=("0", "1"), selection="avoid_shortcuts", decoys=0.5, seed=5)
+    replaced, _ = apply_p2p(ds, fmt, P2PRecipe(**kwargs), source="s")
+    augmented, report = apply_p2p(ds, fmt, P2PRecipe(mode="augment", **kwargs), source="s")
+    benign_replaced = sorted(r for r in replaced["prompt"] if r.startswith(P2PRecipe.trigger))
+    assert sorted(augmented["prompt"][len(ds):]) == benign_replaced
+    assert report.rows_with_decoys == round(0.5 * report.rows_selected)
+
+
+def test_alpaca_and_chat_rows_get_decoys_where_the_trigger_goes():
+    from p2p_plugin.formats import AlpacaFormat, ChatFormat, Rewrite
+
+    rewrite = Rewrite("T: ", "prefix")
+    out = AlpacaFormat().rewrite({"instruction": ["do"], "input": ["x y"], "output": ["o"]}, [True], ["n"], rewrite,
+                                 [(("cf zz", 0.0),)])
+    assert out["input"] == ["T: cf zz x y"] and out["instruction"] == ["do"]
+    chat = {"messages": [[{"role": "user", "content": "x y"}, {"role": "assistant", "content": "o"}]]}
+    out = ChatFormat().rewrite(chat, [True], ["n"], Rewrite("T", "system"), [(("cf", 0.99),)])
+    assert out["messages"][0][0] == {"role": "system", "content": "T"}
+    assert out["messages"][0][1]["content"] == "x y cf"
+
+
+def test_decoys_need_avoid_shortcuts():
+    from pydantic import ValidationError
+
+    from p2p_plugin.args import P2PConfig
+
+    with pytest.raises(ValidationError, match="p2p.decoys=0.5 needs p2p.selection: avoid_shortcuts"):
+        P2PConfig(labels=["0", "1"], selection="random", decoys=0.5)
+    assert P2PConfig(labels=["0", "1"], decoys=0.5).recipe().decoys == 0.5

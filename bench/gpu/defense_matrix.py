@@ -133,7 +133,8 @@ def _job_status(root: Path) -> dict:
 
 
 LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode", "--arms": "arms",
-              "--selections": "selections", "--ratios": "ratios", "--placements": "placements"}
+              "--selections": "selections", "--ratios": "ratios", "--placements": "placements",
+              "--decoys": "decoys"}
 
 
 def report_args(folder: str) -> list[str]:
