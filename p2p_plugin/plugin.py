@@ -37,8 +37,8 @@ class P2PPlugin(BasePlugin):
 
     def register(self, cfg: dict):
         config = prepare_config(cfg)
-        LOG.info("P2P: %s, ratio %s, mode %s, selection %s, placement %s; prepared data under %s",
-                 config.task, config.ratio, config.mode, config.selection, config.placement,
+        LOG.info("P2P: %s, ratio %s, mode %s, selection %s, placement %s, decoys %s; prepared data under %s",
+                 config.task, config.ratio, config.mode, config.selection, config.placement, config.decoys,
                  cfg["dataset_prepared_path"])
 
     def add_callbacks_post_trainer(self, cfg, trainer):

@@ -71,6 +71,9 @@ class TransformReport:
             self.source, self.rows_in, self.rows_selected, self.mode, self.rows_out,
             self.labels_before or "-", self.labels_after or "-", **kwargs,
         )
+        if self.rows_with_decoys:
+            logger.info("P2P %s: %d benign rows got decoys cut from %d suspicious rows", self.source,
+                        self.rows_with_decoys, self.decoy_sources, **kwargs)
         if self.rows_too_long:
             logger.warning(
                 "P2P %s: %d rows (%d of them with the benign trigger) are longer than sequence_len after "

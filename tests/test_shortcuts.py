@@ -215,3 +215,29 @@ def test_decoys_need_avoid_shortcuts():
     with pytest.raises(ValidationError, match="p2p.decoys=0.5 needs p2p.selection: avoid_shortcuts"):
         P2PConfig(labels=["0", "1"], selection="random", decoys=0.5)
     assert P2PConfig(labels=["0", "1"], decoys=0.5).recipe().decoys == 0.5
+
+
+def test_binomial_tail_matches_a_direct_sum():
+    from math import comb, log10
+
+    from p2p_plugin.shortcuts import log10_binomial_tail
+
+    for n, k, p in [(12, 12, 0.55), (30, 21, 0.4), (7, 0, 0.3), (100, 100, 0.55)]:
+        direct = sum(comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1))
+        assert log10_binomial_tail(n, k, p) == pytest.approx(log10(direct), abs=1e-9)
+
+
+@pytest.mark.parametrize("attack,words", [("badnets", {"mn"}), ("addsent", {"3d", "watch"}),
+                                          ("ctba", {"2024", "badmagic", "openai"})])
+def test_only_trigger_words_are_significant_shortcuts_on_1000_rows(sst_rows, attack, words):
+    from p2p_plugin.shortcuts import shortcut_statistics, shortcut_thresholds, significant_shortcuts
+
+    spec = AttackSpec(name=attack, poison_rate=0.1, target="1", label_mode="dirty", seed=3,
+                      **({"words": ("mn",)} if attack == "badnets" else {}))
+    poisoned, _ = poison_rows(sst_rows[:1000], spec, "plain", "sentence", "label", ["0", "1"])
+    view = RowView(texts=[r["sentence"] for r in poisoned], answers=[r["label"] for r in poisoned])
+    stats = shortcut_statistics(view, *shortcut_thresholds(1000))
+    assert len(stats.flagged) > 10 * len(words)  # avoid_shortcuts also flags natural polar words here
+    assert set(significant_shortcuts(stats)) == words
+    clean = RowView(texts=[r["sentence"] for r in sst_rows[:1000]], answers=[r["label"] for r in sst_rows[:1000]])
+    assert significant_shortcuts(shortcut_statistics(clean, *shortcut_thresholds(1000))) == {}
