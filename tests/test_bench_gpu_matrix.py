@@ -60,6 +60,8 @@ def test_report_covers_every_arm_of_a_folder_split_between_jobs(modules):
     assert set(args.attacks) == set(matrix.ATTACKS) and args.rates == [0.02] and args.train_rows == 4000
     authors = defense.parse_args(matrix.report_args("sst2-authors"))
     assert set(authors.selections) == {"avoid_shortcuts", "random"} and authors.micro_batch_size == 32
+    ten = defense.parse_args(matrix.report_args("sst2-10pct"))
+    assert ten.decoys == [0.0, 0.5] and authors.decoys is None  # the decoy jobs' arms and the plain ones
 
 
 def test_scheduler_starts_nothing_after_the_soft_deadline(modules, tiny_model, shared_data, tmp_path):

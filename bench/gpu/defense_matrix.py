@@ -85,6 +85,13 @@ JOBS = (
     + [("sst2-10pct-e6", ["--train-rows", "1000", "--epochs", "6", "--lr", "1e-3", "--eval-rows", "1000",
                           "--attacks", "badnets", "--rates", "0.1", "--arms", kind, *AVOID])
        for kind in ("no-defense", "p2p", "clean")]
+    # session 6 (no GPU lent; the CPU box ran the 10% BadNets / AddSent / CTBA decoy arms): decoys on every attack
+    # at 10% and 2%, and on generation
+    + [_sst2_10pct("--attacks", a, "--decoys", "0.5", "--arms", "p2p", *AVOID) for a in ATTACKS]
+    + [("sst2-2pct", SST2_2PCT + ["--attacks", a, "--decoys", "0.5", "--arms", "p2p", *AVOID])
+       for a in ATTACKS[:4] + ["ctba"]]
+    + [(f"gen-{t}", GEN + ["--gen-task", t, "--decoys", "0.5", "--arms", "p2p", *AVOID]) for t in ("negsentiment",
+                                                                                                 "refusal")]
 )
 PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
 
@@ -159,11 +166,13 @@ def report_args(folder: str) -> list[str]:
                 values = parsed.ratios or [parsed.ratio]
             elif dest == "placements":
                 values = parsed.placements or ["prefix"]
+            elif dest == "decoys":
+                values = parsed.decoys or [0.0]
             else:
                 values = getattr(parsed, dest)
             union[flag] += [v for v in values if v not in union[flag]]
     return base + [str(x) for flag, values in union.items() for x in (flag, *values)
-                   if not (flag == "--placements" and values == ["prefix"])]
+                   if not (flag == "--placements" and values == ["prefix"]) and not (flag == "--decoys" and values == [0.0])]
 
 
 def write_reports(args) -> None:
