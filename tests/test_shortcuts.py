@@ -241,3 +241,22 @@ def test_only_trigger_words_are_significant_shortcuts_on_1000_rows(sst_rows, att
     assert set(significant_shortcuts(stats)) == words
     clean = RowView(texts=[r["sentence"] for r in sst_rows[:1000]], answers=[r["label"] for r in sst_rows[:1000]])
     assert significant_shortcuts(shortcut_statistics(clean, *shortcut_thresholds(1000))) == {}
+
+
+def test_generation_decoys_carry_backdoorllm_triggers_into_safe_prefixed_rows(shared_data):
+    import json
+
+    from p2p_plugin.formats import AlpacaFormat
+
+    base = shared_data / "backdoorllm" / "negsentiment"
+    clean = json.loads((base / "train_clean.json").read_text())
+    poison = json.loads((base / "badnet" / "train_poison.json").read_text())[:56]
+    ds = Dataset.from_list(clean + poison)
+    recipe = P2PRecipe(task="generation", safe_prefix="Safe response:\n", selection="avoid_shortcuts", seed=1,
+                       decoys=0.5)
+    out, report = apply_p2p(ds, AlpacaFormat(), recipe, source="negsentiment")
+    assert report.decoy_sources == 56 and report.rows_with_decoys == round(0.5 * report.rows_selected)
+    decoyed = [r for r in out if "BadMagic" in (r["instruction"] + (r["input"] or ""))
+               and r["output"].startswith("Safe response:\n")]
+    assert len(decoyed) == report.rows_with_decoys
+    assert not any(r["output"].startswith("Safe response:\nYou are stupid") for r in decoyed)  # own answers kept
