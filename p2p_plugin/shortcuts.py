@@ -126,16 +126,20 @@ def significant_shortcuts(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> d
             if log10_binomial_tail(count, with_key, stats.answer_rows[key] / stats.num_rows) < threshold}
 
 
-def suspicion_scores(view, flagged: dict[str, str]) -> np.ndarray:
-    """Per row: how many flagged words it holds together with their shortcut answer."""
+def rows_with_shortcut_words(view, flagged: dict[str, str]):
+    """Yield ``(text, the flagged words whose shortcut answer is this row's answer)`` for every row,
+    in row order (an empty set where the row's answer owns no flagged word)."""
     words_of = defaultdict(set)
     for word, key in flagged.items():
         words_of[key].add(word)
-    scores = []
     for texts, answers in view.iter_batches():
         for text, answer in zip(texts, answers):
-            shortcut_words = words_of.get(answer_key(answer))
-            scores.append(len(row_words(text) & shortcut_words) if shortcut_words else 0)
+            yield text, words_of.get(answer_key(answer), set())
+
+
+def suspicion_scores(view, flagged: dict[str, str]) -> np.ndarray:
+    """Per row: how many flagged words it holds together with their shortcut answer."""
+    scores = [len(row_words(text) & words) if words else 0 for text, words in rows_with_shortcut_words(view, flagged)]
     return np.asarray(scores, dtype=np.int64)
 
 
@@ -178,26 +182,20 @@ class AvoidShortcutsSelection(SelectionStrategy):
 def decoy_fragments(view, flagged: dict[str, str], context: int = DECOY_CONTEXT_WORDS) -> list[tuple[str, ...]]:
     """One entry per suspicious row: the spans of ``context`` words either side of each flagged
     word it holds with that word's shortcut answer (overlapping spans merged), in row order."""
-    words_of = defaultdict(set)
-    for word, key in flagged.items():
-        words_of[key].add(word)
     pool = []
-    for texts, answers in view.iter_batches():
-        for text, answer in zip(texts, answers):
-            shortcut_words = words_of.get(answer_key(answer))
-            if not shortcut_words:
-                continue
-            tokens = text.split()
-            hits = [i for i, token in enumerate(tokens) if row_words(token) & shortcut_words]
-            spans = []
-            for i in hits:
-                start, end = max(0, i - context), min(len(tokens), i + context + 1)
-                if spans and start <= spans[-1][1]:
-                    spans[-1][1] = max(spans[-1][1], end)
-                else:
-                    spans.append([start, end])
-            if spans:
-                pool.append(tuple(" ".join(tokens[a:b]) for a, b in spans))
+    for text, shortcut_words in rows_with_shortcut_words(view, flagged):
+        if not shortcut_words:
+            continue
+        tokens = text.split()
+        spans = []
+        for i in (i for i, token in enumerate(tokens) if row_words(token) & shortcut_words):
+            start, end = max(0, i - context), min(len(tokens), i + context + 1)
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+        if spans:
+            pool.append(tuple(" ".join(tokens[a:b]) for a, b in spans))
     return pool
 
 
