@@ -22,9 +22,9 @@ makes them identical across poisoned rows). Framework-free, three streaming pass
 trigger words of a random suspicious row (flagged words whose purity a binomial test says chance
 cannot explain) with the words around them (e.g. ``watch this 3d movie``), inserted at
 random word positions, while keeping their own (safe) answer. The benign space then sees the
-suspected triggers with every answer, so the benign trigger learns to override them; without
-decoys a model composes "benign trigger -> safe space" with "malicious trigger -> target" and
-answers target+n, which projects back to the target.
+suspected triggers with every answer. The aim: a P2P model that misses its floor composes "benign
+trigger -> safe space" with "malicious trigger -> target" and answers target+n, which projects back
+to the target (strict ASR = projected ASR in bench/results). Measured effect: mixed (README).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ JOBS = (
     + [("sst2-10pct-e6", ["--train-rows", "1000", "--epochs", "6", "--lr", "1e-3", "--eval-rows", "1000",
                           "--attacks", "badnets", "--rates", "0.1", "--arms", kind, *AVOID])
        for kind in ("no-defense", "p2p", "clean")]
-    # session 6 (no GPU lent; the CPU box ran the 10% BadNets / AddSent / CTBA decoy arms): decoys on every attack
+    # session 6 (no GPU lent; the CPU box ran AddSent 10% and CTBA 10% decoy arms): decoys on every attack
     # at 10% and 2%, and on generation
     + [_sst2_10pct("--attacks", a, "--decoys", "0.5", "--arms", "p2p", *AVOID) for a in ATTACKS]
     + [("sst2-2pct", SST2_2PCT + ["--attacks", a, "--decoys", "0.5", "--arms", "p2p", *AVOID])
