@@ -51,7 +51,7 @@ from p2p_plugin.inference import P2PModel  # noqa: E402
 from p2p_plugin.manifest import read_manifest  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table, require_rouge  # noqa: E402
 from p2p_plugin.runs import OFFLINE_ENV, resolve_model, train_arm, training_config  # noqa: E402
-from defense_summary import SUMMARY_COLUMNS, summary_chart, summary_rows  # noqa: E402
+from defense_summary import SEED_COLUMNS, SUMMARY_COLUMNS, seed_rows, summary_chart, summary_rows  # noqa: E402
 
 
 PRESETS = {
@@ -105,6 +105,10 @@ def build_parser():
     p.add_argument("--decoys", nargs="+", type=float, default=None,
                    help="p2p.decoys shares, one P2P arm each (avoid_shortcuts only; 0 = none, the default); "
                         "arms with decoys are named p2p-avoid_shortcuts...-decoys<share>")
+    p.add_argument("--train-seeds", nargs="+", type=int, default=None,
+                   help="repeat every P2P arm with each of these seeds (P2P selection + training: LoRA init, row "
+                        "order; the data, attack, no-defense and clean arms keep --seed); arms with a seed other "
+                        "than --seed are named p2p-...-seed<k>, and the report adds a table over the seeds")
     p.add_argument("--ratios", nargs="+", type=float, default=None,
                    help="rho ablation: one P2P arm per ratio and selection (arms at a ratio other than "
                         f"{P2PRecipe.ratio:g} are named p2p-<selection>-rho<ratio>); default: --ratio")
@@ -141,10 +145,11 @@ def eval_device(choice: str) -> str:
 
 
 def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, selection: str, ratio=None,
-               placement=None, decoys=None) -> dict:
+               placement=None, decoys=None, seed=None) -> dict:
     """One arm's Axolotl config from the benchmark's flags (every arm of a --work shares its prepared-data cache)."""
     return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task, ratio=ratio,
-                           placement=placement, packing=args.sample_packing, bf16=args.bf16, decoys=decoys)
+                           placement=placement, packing=args.sample_packing, bf16=args.bf16, decoys=decoys,
+                           seed=seed)
 
 
 def train_shared_clean_model(data: Path, model, args, work: Path):
@@ -166,7 +171,7 @@ def locked(path: Path):
 
 
 def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended, selection="random", target=None,
-            ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None):
+            ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
     arm_json = work / f"{name}.result.json"
@@ -181,7 +186,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             print(f"[bench] {name}: finished meanwhile by another process, reusing", flush=True)
             return json.loads(arm_json.read_text())
         result = _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection,
-                                     target, ratio, placement, shared_clean, poisoned_indices, decoys)
+                                     target, ratio, placement, shared_clean, poisoned_indices, decoys, seed)
         tmp = arm_json.with_name(arm_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, arm_json)  # readers outside the lock see the whole file or none
@@ -189,13 +194,13 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
 
 
 def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection, target,
-                        ratio, placement, shared_clean, poisoned_indices, decoys=None) -> dict:
+                        ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None) -> dict:
     if shared_clean:
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work)
     else:
         arm_dir = work / name
         cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
-                         decoys=decoys)
+                         decoys=decoys, seed=seed)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
@@ -219,6 +224,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                   ratio=(ratio if ratio is not None else args.ratio) if defended else None,
                   placement=(placement or P2PRecipe.placement) if defended else None,
                   decoys=(decoys or P2PRecipe.decoys) if defended else None,
+                  seed=args.seed if seed is None else seed,
                   trained_in=str(arm_dir.relative_to(work)),
                   rows_selected=sum(d["rows_selected"] for d in manifest.datasets), machine=machine_info())
     return result
@@ -300,29 +306,40 @@ def run_classification_matrix(args, model, work, data_dir, results):
 def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, work, clean, triggered, target, results):
     """no-defense first (if the attack does not take, the rest says little), then P2P with each
     selection strategy, then the clean model (the ASR floor)."""
-    arms = {f"{tag}/no-defense": (poisoned, False, "random", None, None, None)}
-    for decoys in args.decoys or [None]:
-        for placement in args.placements or [None]:
-            for ratio in args.ratios or [args.ratio]:
-                suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
-                    f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
-                    f"-decoys{decoys:g}" if decoys else "")
-                for selection in args.selections:
-                    if decoys and selection != "avoid_shortcuts":
-                        continue  # decoys are cut from the rows avoid_shortcuts flags
-                    arms[f"{tag}/p2p-{selection}{suffix}"] = (poisoned, True, selection, ratio, placement, decoys)
-    arms[f"{tag}/clean"] = (clean_train, False, "random", None, None, None)
+    arms = {f"{tag}/no-defense": dict(data=poisoned, defended=False)}
+    for name, p2p_arm in p2p_arms(args).items():
+        arms[f"{tag}/{name}"] = dict(data=poisoned, defended=True, **p2p_arm)
+    arms[f"{tag}/clean"] = dict(data=clean_train, defended=False)
     arms = {name: arm for name, arm in arms.items() if arm_kind(name) in args.arms}
-    for name, (data, defended, selection, ratio, placement, decoys) in arms.items():
+    for name, arm in arms.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
-        result = run_arm(name, data, model, args, work, clean, triggered, defended, selection, target, ratio=ratio,
-                         placement=placement, shared_clean=data == clean_train, poisoned_indices=poisoned_indices,
-                         decoys=decoys)
+        data, defended = arm.pop("data"), arm.pop("defended")
+        result = run_arm(name, data, model, args, work, clean, triggered, defended, target=target,
+                         shared_clean=data == clean_train, poisoned_indices=poisoned_indices, **arm)
         if result is not None:
             results[name] = result
             results[name]["poisoned_rows"] = 0 if data == clean_train else len(poisoned_indices)
             if defended and "poisoned_in_benign_subset" not in result:  # arms from before it was stored
                 results[name]["poisoned_in_benign_subset"] = poisoned_in_benign_subset(work / name, poisoned_indices)
+
+
+def p2p_arms(args) -> dict[str, dict]:
+    """The P2P arms the flags ask for, by name (``p2p-<selection>[-rho..][-<placement>][-decoys..][-seed..]``),
+    each with its ``run_arm`` keywords; an option left at its default adds nothing to the name."""
+    arms = {}
+    for seed in args.train_seeds or [args.seed]:
+        for decoys in args.decoys or [None]:
+            for placement in args.placements or [None]:
+                for ratio in args.ratios or [args.ratio]:
+                    suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
+                        f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
+                        f"-decoys{decoys:g}" if decoys else "") + ("" if seed == args.seed else f"-seed{seed}")
+                    for selection in args.selections:
+                        if decoys and selection != "avoid_shortcuts":
+                            continue  # decoys are cut from the rows avoid_shortcuts flags
+                        arms[f"p2p-{selection}{suffix}"] = dict(selection=selection, ratio=ratio, placement=placement,
+                                                                decoys=decoys, seed=seed)
+    return arms
 
 
 def arm_kind(name: str) -> str:
@@ -369,6 +386,10 @@ def write_results(args, model, data_name, results, started):
     stem = f"defense_{model.name}_{data_name}"
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
+    summary_table = summary_rows(results, args.task)
+    over_seeds = seed_rows(summary_table, args.seed)
+    if over_seeds:
+        out["over_seeds"] = over_seeds
     (res_dir / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
     rows_md = []
     for name, res in results.items():
@@ -394,14 +415,15 @@ def write_results(args, model, data_name, results, started):
     devices = sorted({(res.get("machine") or {}).get("gpu", "CPU") for res in results.values()})
     note += f"Arms trained and evaluated on: {', '.join(devices)}.\n\n"
     table = format_markdown_table(rows_md, cols)
-    summary_table = summary_rows(results, args.task)
     summary = format_markdown_table(summary_table, SUMMARY_COLUMNS)
+    seeds_md = ("## Over training seeds (P2P ASR with its benign trigger; `seeds at floor`: ASR - floor <= 2)\n\n"
+                f"{format_markdown_table(over_seeds, SEED_COLUMNS)}\n\n") if over_seeds else ""
     quality = "ROUGE-L F" if args.task == "generation" else "CA"
     (res_dir / f"{stem}.md").write_text(
         f"# Defense benchmark: {model.name} on {data_name}\n\nCommand: `{out['command']}`\n\n"
         + (f"{args.note}\n\n" if args.note else "") +
         f"## Summary (percent; {quality} and ASR of P2P with its benign trigger, the others without)\n\n"
-        f"{summary}\n\n## All readings (95% Wilson intervals)\n\n{note}"
+        f"{summary}\n\n{seeds_md}## All readings (95% Wilson intervals)\n\n{note}"
         f"Settings: `{json.dumps(settings)}`\n\n{table}\n")
     if summary_table:  # one cluster per P2P arm; the per-reading chart when no P2P arm finished yet
         summary_chart(summary_table, res_dir / f"{stem}.png", args.task)

@@ -3,6 +3,8 @@ floor) and no-defense arm, with the issue's targets checked, and the same as a c
 
 from __future__ import annotations
 
+import re
+import statistics
 from pathlib import Path
 
 from p2p_plugin.evaluate import table_rows
@@ -104,6 +106,42 @@ def summary_chart(rows: list[dict], path: Path, task: str) -> Path:
     plt.close(fig)
     return path
 
+
+SEED_SUFFIX = re.compile(r"-seed(\d+)$")
+
+
+def seed_rows(summary: list[dict], base_seed: int = 0) -> list[dict]:
+    """The summary's P2P arms grouped over their training seeds (an arm ``...-seed<k>`` belongs to the arm
+    without the suffix, which ran with ``base_seed``): per group the P2P ASR of each seed, its mean and
+    sample standard deviation, the mean excess over the floor, and the CA range. Groups with a single
+    seed are left out (the summary has them)."""
+    groups: dict[tuple[str, str], list[tuple[int, dict]]] = {}
+    for row in summary:
+        if row["ASR P2P"] is None:
+            continue
+        match = SEED_SUFFIX.search(row["P2P arm"])
+        arm = SEED_SUFFIX.sub("", row["P2P arm"])
+        groups.setdefault((row["attack"], arm), []).append((int(match.group(1)) if match else base_seed, row))
+    out = []
+    for (attack, arm), members in groups.items():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda m: m[0])
+        asr = [row["ASR P2P"] for _, row in members]
+        ca = [row["CA P2P"] for _, row in members]
+        floor = members[0][1]["ASR floor"]
+        mean = statistics.fmean(asr)
+        out.append({"attack": attack, "P2P arm": arm, "seeds": len(members),
+                    "ASR P2P by seed": ", ".join(f"{seed}: {row['ASR P2P']:.1f}" for seed, row in members),
+                    "ASR mean": mean, "ASR sd": statistics.stdev(asr), "ASR floor": floor,
+                    "mean - floor": None if floor is None else mean - floor,
+                    "seeds at floor": None if floor is None else sum(a - floor <= 2 for a in asr),
+                    "CA P2P min-max": f"{min(ca):.1f}-{max(ca):.1f}" if None not in ca else None})
+    return out
+
+
+SEED_COLUMNS = ["attack", "P2P arm", "seeds", "ASR P2P by seed", "ASR mean", "ASR sd", "ASR floor", "mean - floor",
+                "seeds at floor", "CA P2P min-max"]
 
 SUMMARY_COLUMNS = ["attack", "P2P arm", "poison in subset", "CA clean", "CA no-defense", "CA P2P", "ASR floor",
                    "ASR no-defense", "ASR P2P", "targets"]

@@ -30,14 +30,16 @@ def resolve_model(model: str | None, cache: Path) -> Path:
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
                     selection: str | None = None, task: str = "classification", mode: str = "replace",
                     ratio: float | None = None, placement: str | None = None, packing: bool = True,
-                    bf16: bool = False, decoys: float | None = None) -> dict:
+                    bf16: bool = False, decoys: float | None = None, seed: int | None = None) -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
     leaves the plugin's default (what a user who does not set it gets), as does ``placement=None``;
     ``ratio=None``: ``args.ratio``; ``decoys`` sets ``p2p.decoys`` (None / 0: the plugin's default, off).
     ``packing=False`` pads each row instead of sample packing (the authors' loop shape); ``bf16=True``
-    trains in bfloat16 (a GPU with bf16; the default float32 is what the CPU runs)."""
-    p2p = {"enabled": defended, "task": task, "ratio": args.ratio if ratio is None else ratio, "seed": args.seed,
+    trains in bfloat16 (a GPU with bf16; the default float32 is what the CPU runs). ``seed`` (default
+    ``args.seed``) seeds both the P2P selection and Axolotl's training (LoRA init, row order)."""
+    seed = args.seed if seed is None else seed
+    p2p = {"enabled": defended, "task": task, "ratio": args.ratio if ratio is None else ratio, "seed": seed,
            "mode": mode}
     if selection is not None:
         p2p["selection"] = selection
@@ -60,7 +62,7 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         "num_epochs": args.epochs, "learning_rate": args.lr, "optimizer": "adamw_torch",
         "lr_scheduler": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.0,
         "bf16": bf16, "fp16": False, "tf32": False, "attn_implementation": "sdpa",
-        "val_set_size": 0, "save_strategy": "no", "logging_steps": 5, "seed": args.seed,
+        "val_set_size": 0, "save_strategy": "no", "logging_steps": 5, "seed": seed,
         "dataset_num_proc": 1, "output_dir": str(out_dir), "dataset_prepared_path": str(prepared),
         "save_safetensors": True,
     }

@@ -165,7 +165,8 @@ def test_generation_summary_is_relative_to_no_defense(defense):
 def test_arm_names_cover_ratios_and_placements(defense, monkeypatch, tmp_path):
     """One P2P arm per (placement, ratio, selection); the name says what differs from the defaults."""
     calls = []
-    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw["ratio"], kw["placement"])))
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw.get("ratio"),
+                                                                                      kw.get("placement"))))
     args = defense.parse_args(["--ratios", "0.2", "0.1", "--placements", "prefix", "suffix", "--selections",
                                "avoid_shortcuts"])
     defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
@@ -197,3 +198,39 @@ def test_decoy_arms_are_avoid_shortcuts_arms_named_by_their_share(defense, monke
     assert cfg["p2p"]["decoys"] == 0.5
     assert "decoys" not in defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "avoid_shortcuts",
                                               decoys=0)["p2p"]
+
+
+def test_train_seeds_repeat_only_the_p2p_arms(defense, monkeypatch, tmp_path):
+    """--train-seeds repeats each P2P arm; data, attack, no-defense and clean keep --seed; the seed
+    reaches both the P2P selection and Axolotl's training seed."""
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw.get("seed"))))
+    args = defense.parse_args(["--train-seeds", "0", "1", "2", "--decoys", "0", "0.5", "--selections",
+                               "avoid_shortcuts"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/no-defense", None),
+                     ("t/p2p-avoid_shortcuts", 0), ("t/p2p-avoid_shortcuts-decoys0.5", 0),
+                     ("t/p2p-avoid_shortcuts-seed1", 1), ("t/p2p-avoid_shortcuts-decoys0.5-seed1", 1),
+                     ("t/p2p-avoid_shortcuts-seed2", 2), ("t/p2p-avoid_shortcuts-decoys0.5-seed2", 2),
+                     ("t/clean", None)]
+    cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "avoid_shortcuts", seed=2)
+    assert (cfg["seed"], cfg["p2p"]["seed"]) == (2, 2)
+    default = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "avoid_shortcuts")
+    assert (default["seed"], default["p2p"]["seed"]) == (args.seed, args.seed)
+
+
+def test_seed_rows_group_p2p_arms_over_their_seeds():
+    from defense_summary import seed_rows
+
+    def row(arm, asr, ca=87.0, attack="ctba-10pct-dirty"):
+        return {"attack": attack, "P2P arm": arm, "ASR P2P": asr, "CA P2P": ca, "ASR floor": 7.5}
+
+    summary = [row("p2p-avoid_shortcuts", 5.0), row("p2p-avoid_shortcuts-seed1", 29.0, 86.0),
+               row("p2p-avoid_shortcuts-seed2", 8.0), row("p2p-avoid_shortcuts-decoys0.5", 22.0),
+               row("p2p-avoid_shortcuts", 30.0, attack="addsent-10pct-dirty"), row("p2p-random-seed1", None)]
+    [group] = seed_rows(summary)  # single-seed arms and unfinished ones are not grouped
+    assert (group["attack"], group["P2P arm"], group["seeds"]) == ("ctba-10pct-dirty", "p2p-avoid_shortcuts", 3)
+    assert group["ASR P2P by seed"] == "0: 5.0, 1: 29.0, 2: 8.0"
+    assert group["ASR mean"] == pytest.approx(14.0) and group["ASR sd"] == pytest.approx(13.0767, abs=1e-3)
+    assert group["mean - floor"] == pytest.approx(6.5) and group["seeds at floor"] == 2
+    assert group["CA P2P min-max"] == "86.0-87.0"

@@ -92,6 +92,10 @@ JOBS = (
        for a in ATTACKS[:4] + ["ctba"]]
     + [(f"gen-{t}", GEN + ["--gen-task", t, "--decoys", "0.5", "--arms", "p2p", *AVOID]) for t in ("negsentiment",
                                                                                                  "refusal")]
+    # session 7 (no GPU lent; the CPU box ran CTBA and AddSent 10% seeds): the run-to-run spread of the default
+    # P2P arm on every attack at 10%, seeds 1 and 2 (seed 0 is the arm above), one arm a job
+    + [_sst2_10pct("--attacks", a, "--train-seeds", seed, "--arms", "p2p", *AVOID) for seed in ("1", "2")
+       for a in ATTACKS]
 )
 PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
 
@@ -141,7 +145,7 @@ def _job_status(root: Path) -> dict:
 
 LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode", "--arms": "arms",
               "--selections": "selections", "--ratios": "ratios", "--placements": "placements",
-              "--decoys": "decoys"}
+              "--decoys": "decoys", "--train-seeds": "train_seeds"}
 
 
 def report_args(folder: str) -> list[str]:
@@ -168,11 +172,13 @@ def report_args(folder: str) -> list[str]:
                 values = parsed.placements or ["prefix"]
             elif dest == "decoys":
                 values = parsed.decoys or [0.0]
+            elif dest == "train_seeds":
+                values = parsed.train_seeds or [parsed.seed]
             else:
                 values = getattr(parsed, dest)
             union[flag] += [v for v in values if v not in union[flag]]
     return base + [str(x) for flag, values in union.items() for x in (flag, *values)
-                   if not (flag == "--placements" and values == ["prefix"]) and not (flag == "--decoys" and values == [0.0])]
+                   if (flag, values) not in (("--placements", ["prefix"]), ("--decoys", [0.0]), ("--train-seeds", [0]))]
 
 
 def write_reports(args) -> None:
