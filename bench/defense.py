@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from p2p_plugin.attacks import AttackSpec, read_rows, simulate_attack, write_jsonl  # noqa: E402
+from p2p_plugin.attacks import AttackSpec, read_rows, simulate_attack, triggered_test_rows, write_jsonl  # noqa: E402
 from p2p_plugin.recipe import P2PRecipe  # noqa: E402
 from p2p_plugin.formats import AlpacaFormat, PlainFormat  # noqa: E402
 from p2p_plugin.selection import RowView, select_rows  # noqa: E402
@@ -114,6 +114,12 @@ def build_parser():
                         f"{P2PRecipe.ratio:g} are named p2p-<selection>-rho<ratio>); default: --ratio")
     p.add_argument("--train-rows", type=int, default=1000)
     p.add_argument("--eval-rows", type=int, default=300)
+    p.add_argument("--eval-split", choices=["dev", "heldout"], default="dev",
+                   help="classification: evaluate on SST-2 dev (the reported split) or on held-out training rows "
+                        "(the last --heldout-rows of the shuffled train file, never trained on): choose settings "
+                        "there, report on dev. Finished arms are reused, so the same command with --eval-split "
+                        "heldout only evaluates; its per-arm results are <arm>.heldout.result.json")
+    p.add_argument("--heldout-rows", type=int, default=872, help="size of --eval-split heldout (default: dev's size)")
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--micro-batch-size", type=int, default=1)
@@ -174,7 +180,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
-    arm_json = work / f"{name}.result.json"
+    arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
     if arm_json.is_file():
         print(f"[bench] {name}: reusing {arm_json}", flush=True)
         return json.loads(arm_json.read_text())
@@ -224,7 +230,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                   ratio=(ratio if ratio is not None else args.ratio) if defended else None,
                   placement=(placement or P2PRecipe.placement) if defended else None,
                   decoys=(decoys or P2PRecipe.decoys) if defended else None,
-                  seed=args.seed if seed is None else seed,
+                  seed=args.seed if seed is None else seed, eval_split=args.eval_split,
                   trained_in=str(arm_dir.relative_to(work)),
                   rows_selected=sum(d["rows_selected"] for d in manifest.datasets), machine=machine_info())
     return result
@@ -232,6 +238,9 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.task == "generation" and args.eval_split != "dev":
+        raise SystemExit("--eval-split heldout is for classification (SST-2); the BackdoorLLM sets have their own "
+                         "test files")
     os.environ.update(OFFLINE_ENV)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -244,7 +253,7 @@ def main(argv=None):
         data_name = f"backdoorllm-{args.gen_task}"
         run_generation_matrix(args, model, work, data_dir, results)
     else:
-        data_name = "sst2"
+        data_name = "sst2" if args.eval_split == "dev" else f"sst2-{args.eval_split}"
         run_classification_matrix(args, model, work, data_dir, results)
     write_results(args, model, data_name, results, started)
 
@@ -288,6 +297,7 @@ def run_classification_matrix(args, model, work, data_dir, results):
     random.Random(args.seed).shuffle(rows)
     subset = _write_jsonl(work / "train_subset.jsonl", rows[: args.train_rows])
     dev = data_dir / "sst2" / "dev.jsonl"
+    heldout = heldout_rows(rows, args) if args.eval_split == "heldout" else None
     for label_mode in args.label_mode:
         for attack in args.attacks:
             for rate in args.rates:
@@ -298,9 +308,30 @@ def run_classification_matrix(args, model, work, data_dir, results):
                 sidecar = simulate_attack(subset, dev, attack_dir, spec, "plain", "sentence", "label", ["0", "1"])
                 clean = read_rows(attack_dir / "test_clean.jsonl")
                 triggered = read_rows(attack_dir / "test_triggered.jsonl")
+                if heldout is not None:  # the same attack's triggers on rows the arms never trained on
+                    clean = heldout
+                    triggered, _ = triggered_test_rows(heldout, spec, "plain", "sentence", "label", ["0", "1"])
+                    _write_jsonl(attack_dir / "heldout" / "test_clean.jsonl", clean)
+                    _write_jsonl(attack_dir / "heldout" / "test_triggered.jsonl", triggered)
                 poisoned = attack_dir / "train_poisoned.jsonl"
                 run_attack_arms(tag, poisoned, subset, sidecar["train"]["poisoned_indices"], model, args, work, clean,
                                 triggered, args.target, results)
+
+
+def heldout_rows(shuffled: list[dict], args) -> list[dict]:
+    """The last ``--heldout-rows`` of the shuffled SST-2 train rows: disjoint (by position) from the first
+    ``--train-rows`` that every arm trains on. Sentences that also occur among the training rows (SST-2 has
+    duplicates) are counted and reported, not dropped."""
+    n, train_rows = args.heldout_rows, args.train_rows
+    if n <= 0 or train_rows + n > len(shuffled):
+        raise SystemExit(f"--heldout-rows {n} + --train-rows {train_rows} must fit in the {len(shuffled)} SST-2 "
+                         "train rows")
+    held = shuffled[-n:]
+    trained = {row["sentence"] for row in shuffled[:train_rows]}
+    repeated = sum(row["sentence"] in trained for row in held)
+    print(f"[bench] held-out split: {n} rows (train rows {len(shuffled) - n + 1}-{len(shuffled)} after the seeded "
+          f"shuffle); {repeated} of them repeat a training sentence", flush=True)
+    return held
 
 
 def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, work, clean, triggered, target, results):
@@ -414,6 +445,9 @@ def write_results(args, model, data_name, results, started):
              "arm as it ran; the machine may have been shared, so compare costs with `bench/cost.py` (side by side).\n\n")
     devices = sorted({(res.get("machine") or {}).get("gpu", "CPU") for res in results.values()})
     note += f"Arms trained and evaluated on: {', '.join(devices)}.\n\n"
+    if args.eval_split == "heldout":
+        note += (f"Evaluated on {args.heldout_rows} held-out SST-2 train rows (never trained on), not on dev: the "
+                 "split for choosing settings.\n\n")
     table = format_markdown_table(rows_md, cols)
     summary = format_markdown_table(summary_table, SUMMARY_COLUMNS)
     seeds_md = ("## Over training seeds (P2P ASR with its benign trigger; `seeds at floor`: ASR - floor <= 2)\n\n"

@@ -52,6 +52,13 @@ def test_classification_matrix_writes_results_and_resumes(tiny_model, shared_dat
     table = (tmp_path / "res" / f"defense_{tiny_model.name}_sst2.md").read_text()
     assert "ASR - floor" in table and "p2p-avoid_shortcuts" in table and "poison in subset" in table
     assert run_bench(args).count("reusing") == 6  # resumable: nothing is trained or evaluated again
+    # the held-out split evaluates the same trained arms again on train rows they never saw: no training
+    heldout = run_bench(args + ["--eval-split", "heldout", "--heldout-rows", "20"])
+    assert ": axolotl train " not in heldout and "already trained" in heldout and heldout.count("reusing ") == 0
+    held = json.loads((tmp_path / "res" / f"defense_{tiny_model.name}_sst2-heldout.json").read_text())
+    assert set(held["arms"]) == set(out["arms"])
+    assert {arm["eval_split"] for arm in held["arms"].values()} == {"heldout"}
+    assert "held-out SST-2 train rows" in (tmp_path / "res" / f"defense_{tiny_model.name}_sst2-heldout.md").read_text()
 
 
 def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path, defense):
@@ -234,3 +241,23 @@ def test_seed_rows_group_p2p_arms_over_their_seeds():
     assert group["ASR mean"] == pytest.approx(14.0) and group["ASR sd"] == pytest.approx(13.0767, abs=1e-3)
     assert group["mean - floor"] == pytest.approx(6.5) and group["seeds at floor"] == 2
     assert group["CA P2P min-max"] == "86.0-87.0"
+
+
+def test_heldout_split_is_disjoint_from_training_rows_and_named_apart(defense, tmp_path, capsys):
+    rows = [{"sentence": f"s{i % 9}", "label": i % 2} for i in range(20)]
+    args = defense.parse_args(["--eval-split", "heldout", "--heldout-rows", "5", "--train-rows", "10"])
+    held = defense.heldout_rows(rows, args)
+    assert held == rows[15:]  # the tail, never the first --train-rows
+    assert "5 rows" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--heldout-rows 11 \\+ --train-rows 10"):
+        defense.heldout_rows(rows, defense.parse_args(["--eval-split", "heldout", "--heldout-rows", "11",
+                                                       "--train-rows", "10"]))
+    # a finished dev result is not a held-out result: the same arm is evaluated again, under its own name
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "p2p-random.result.json").write_text('{"split": "dev"}')
+    report = defense.parse_args(["--eval-split", "heldout", "--report-only"])
+    assert defense.run_arm("t/p2p-random", None, None, report, tmp_path, [], [], True) is None
+    dev = defense.parse_args(["--report-only"])
+    assert defense.run_arm("t/p2p-random", None, None, dev, tmp_path, [], [], True) == {"split": "dev"}
+    with pytest.raises(SystemExit, match="classification"):
+        defense.main(["--task", "generation", "--eval-split", "heldout", "--work", str(tmp_path / "w")])
