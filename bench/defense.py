@@ -46,12 +46,14 @@ from p2p_plugin.attacks import AttackSpec, read_rows, simulate_attack, triggered
 from p2p_plugin.recipe import P2PRecipe  # noqa: E402
 from p2p_plugin.formats import AlpacaFormat, PlainFormat  # noqa: E402
 from p2p_plugin.selection import RowView, select_rows  # noqa: E402
+from p2p_plugin.shortcuts import audit_rows  # noqa: E402
 from p2p_plugin.evaluate import bar_chart, evaluate_classification, evaluate_generation, table_rows  # noqa: E402
 from p2p_plugin.inference import P2PModel  # noqa: E402
 from p2p_plugin.manifest import read_manifest  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table, require_rouge  # noqa: E402
 from p2p_plugin.runs import OFFLINE_ENV, resolve_model, train_arm, training_config  # noqa: E402
-from defense_summary import SEED_COLUMNS, SUMMARY_COLUMNS, seed_rows, summary_chart, summary_rows  # noqa: E402
+from defense_summary import (REMOVAL_COLUMNS, SEED_COLUMNS, SUMMARY_COLUMNS, removal_rows, seed_rows,  # noqa: E402
+                             summary_chart, summary_rows)
 
 
 PRESETS = {
@@ -177,7 +179,8 @@ def locked(path: Path):
 
 
 def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended, selection="random", target=None,
-            ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None):
+            ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None,
+            removed_words=()):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
     arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
@@ -192,7 +195,8 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             print(f"[bench] {name}: finished meanwhile by another process, reusing", flush=True)
             return json.loads(arm_json.read_text())
         result = _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection,
-                                     target, ratio, placement, shared_clean, poisoned_indices, decoys, seed)
+                                     target, ratio, placement, shared_clean, poisoned_indices, decoys, seed,
+                                     removed_words)
         tmp = arm_json.with_name(arm_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, arm_json)  # readers outside the lock see the whole file or none
@@ -200,7 +204,8 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
 
 
 def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection, target,
-                        ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None) -> dict:
+                        ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None,
+                        removed_words=()) -> dict:
     if shared_clean:
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work)
     else:
@@ -218,8 +223,8 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
         result = evaluate_generation(p2p_model, clean_rows, triggered_rows, target, "rouge", max_rows=args.eval_rows,
                                      max_new_tokens=args.max_new_tokens, progress=True, **batch)
     else:
-        result = evaluate_classification(p2p_model, clean_rows, triggered_rows, target,
-                                         max_rows=args.eval_rows, progress=True, **batch)
+        result = evaluate_classification(p2p_model, clean_rows, triggered_rows, target, max_rows=args.eval_rows,
+                                         progress=True, removed_words=removed_words, **batch)
     if defended:  # stored with the arm, so a report written elsewhere needs no access to its training file
         result["poisoned_in_benign_subset"] = poisoned_in_benign_subset(arm_dir, poisoned_indices or [])
     result.update(train_wall_s=trained["seconds"], train_runtime_s=runtime,
@@ -315,7 +320,7 @@ def run_classification_matrix(args, model, work, data_dir, results):
                     _write_jsonl(attack_dir / "heldout" / "test_triggered.jsonl", triggered)
                 poisoned = attack_dir / "train_poisoned.jsonl"
                 run_attack_arms(tag, poisoned, subset, sidecar["train"]["poisoned_indices"], model, args, work, clean,
-                                triggered, args.target, results)
+                                triggered, args.target, results, removed_words=suspected_words(poisoned))
 
 
 def heldout_rows(shuffled: list[dict], args) -> list[dict]:
@@ -334,9 +339,22 @@ def heldout_rows(shuffled: list[dict], args) -> list[dict]:
     return held
 
 
-def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, work, clean, triggered, target, results):
+def suspected_words(poisoned: Path) -> frozenset[str]:
+    """The words the plugin's data audit flags in an attack's poisoned SST-2 training file (what
+    ``avoid_shortcuts`` records as ``suspected_triggers``): every arm of the attack, the clean model
+    included, is also read with them removed from its test inputs."""
+    rows = read_rows(poisoned)
+    view = RowView(texts=[row["sentence"] for row in rows], answers=[row["label"] for row in rows])
+    words = frozenset(t.word for t in audit_rows(view, len(rows)))
+    print(f"[bench] {poisoned.parent.name}: suspected trigger words {sorted(words) or 'none'}", flush=True)
+    return words
+
+
+def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, work, clean, triggered, target, results,
+                    removed_words=()):
     """no-defense first (if the attack does not take, the rest says little), then P2P with each
-    selection strategy, then the clean model (the ASR floor)."""
+    selection strategy, then the clean model (the ASR floor). ``removed_words``: each arm is also
+    evaluated without them (classification)."""
     arms = {f"{tag}/no-defense": dict(data=poisoned, defended=False)}
     for name, p2p_arm in p2p_arms(args).items():
         arms[f"{tag}/{name}"] = dict(data=poisoned, defended=True, **p2p_arm)
@@ -346,7 +364,8 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         data, defended = arm.pop("data"), arm.pop("defended")
         result = run_arm(name, data, model, args, work, clean, triggered, defended, target=target,
-                         shared_clean=data == clean_train, poisoned_indices=poisoned_indices, **arm)
+                         shared_clean=data == clean_train, poisoned_indices=poisoned_indices,
+                         removed_words=removed_words, **arm)
         if result is not None:
             results[name] = result
             results[name]["poisoned_rows"] = 0 if data == clean_train else len(poisoned_indices)
@@ -421,6 +440,9 @@ def write_results(args, model, data_name, results, started):
     over_seeds = seed_rows(summary_table, args.seed)
     if over_seeds:
         out["over_seeds"] = over_seeds
+    removal = removal_rows(results)
+    if removal:
+        out["suspected_words_removed"] = removal
     (res_dir / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
     rows_md = []
     for name, res in results.items():
@@ -450,14 +472,17 @@ def write_results(args, model, data_name, results, started):
                  "split for choosing settings.\n\n")
     table = format_markdown_table(rows_md, cols)
     summary = format_markdown_table(summary_table, SUMMARY_COLUMNS)
-    seeds_md = ("## Over training seeds (P2P ASR with its benign trigger; `seeds at floor`: ASR - floor <= 2)\n\n"
-                f"{format_markdown_table(over_seeds, SEED_COLUMNS)}\n\n") if over_seeds else ""
+    extra_md = ("## Suspected trigger words removed from the inputs at inference (ASR and CA in %; the words are "
+                "what the data audit flags in the attack's poisoned training file)\n\n"
+                f"{format_markdown_table(removal, REMOVAL_COLUMNS)}\n\n") if removal else ""
+    extra_md += ("## Over training seeds (P2P ASR with its benign trigger; `seeds at floor`: ASR - floor <= 2)\n\n"
+                 f"{format_markdown_table(over_seeds, SEED_COLUMNS)}\n\n") if over_seeds else ""
     quality = "ROUGE-L F" if args.task == "generation" else "CA"
     (res_dir / f"{stem}.md").write_text(
         f"# Defense benchmark: {model.name} on {data_name}\n\nCommand: `{out['command']}`\n\n"
         + (f"{args.note}\n\n" if args.note else "") +
         f"## Summary (percent; {quality} and ASR of P2P with its benign trigger, the others without)\n\n"
-        f"{summary}\n\n{seeds_md}## All readings (95% Wilson intervals)\n\n{note}"
+        f"{summary}\n\n{extra_md}## All readings (95% Wilson intervals)\n\n{note}"
         f"Settings: `{json.dumps(settings)}`\n\n{table}\n")
     if summary_table:  # one cluster per P2P arm; the per-reading chart when no P2P arm finished yet
         summary_chart(summary_table, res_dir / f"{stem}.png", args.task)

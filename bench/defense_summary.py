@@ -7,7 +7,7 @@ import re
 import statistics
 from pathlib import Path
 
-from p2p_plugin.evaluate import table_rows
+from p2p_plugin.evaluate import WORDS_REMOVED, table_rows
 
 
 def _reading(result: dict | None, inference: str):
@@ -106,6 +106,32 @@ def summary_chart(rows: list[dict], path: Path, task: str) -> Path:
     plt.close(fig)
     return path
 
+
+def removal_rows(results: dict) -> list[dict]:
+    """Per P2P arm that was also read without its attack's suspected trigger words (the data audit's):
+    ASR and CA of the clean model (the floor), no-defense and P2P on inputs without those words, next
+    to P2P's ASR with them."""
+    rows = []
+    for name, res in results.items():
+        tag, arm = name.rsplit("/", 1)
+        removed = _reading(res, f"p2p, {WORDS_REMOVED}")
+        if not arm.startswith("p2p-") or removed is None:
+            continue
+        clean = _reading(results.get(f"{tag}/clean"), f"no benign trigger, {WORDS_REMOVED}")
+        nodef = _reading(results.get(f"{tag}/no-defense"), f"no benign trigger, {WORDS_REMOVED}")
+        floor = _reading(results.get(f"{tag}/clean"), "no benign trigger")
+        rows.append({"attack": tag, "P2P arm": arm, "words removed": " ".join(res.get("removed_words") or []),
+                     "ASR floor": _pct(floor["ASR"]) if floor else None,
+                     "ASR floor, removed": _pct(clean["ASR"]) if clean else None,
+                     "ASR no-defense, removed": _pct(nodef["ASR"]) if nodef else None,
+                     "ASR P2P": _pct(_reading(res, "p2p")["ASR"]), "ASR P2P, removed": _pct(removed["ASR"]),
+                     "CA P2P": _pct(_reading(res, "p2p")["CA"]), "CA P2P, removed": _pct(removed["CA"]),
+                     "CA no-defense, removed": _pct(nodef["CA"]) if nodef else None})
+    return rows
+
+
+REMOVAL_COLUMNS = ["attack", "P2P arm", "words removed", "ASR floor", "ASR floor, removed", "ASR no-defense, removed",
+                   "ASR P2P", "ASR P2P, removed", "CA P2P", "CA P2P, removed", "CA no-defense, removed"]
 
 SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 

@@ -54,8 +54,12 @@ def _eval(args):
                                                 max_rows=args.max_rows, max_new_tokens=args.max_new_tokens,
                                                 batch_size=args.batch_size, progress=True)
         else:
+            removed = model.suspected_trigger_words if args.remove_suspected_triggers else ()
+            if args.remove_suspected_triggers:
+                print(f"{name}: suspected trigger words from its training data: {sorted(removed) or 'none recorded'}")
             results[name] = evaluate_classification(model, clean, triggered, target, text_field, label_field,
-                                                    batch_size=args.batch_size, max_rows=args.max_rows, progress=True)
+                                                    batch_size=args.batch_size, max_rows=args.max_rows, progress=True,
+                                                    removed_words=removed)
     report = write_report(results, args.out)
     print(report["table"])
     print(f"\nJSON: {report['json']}\nchart: {report['chart']}")
@@ -97,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="math", choices=["math", "rouge"],
                    help="generation: answer quality as GSM8K final-number exact match or ROUGE-L")
     p.add_argument("--max-new-tokens", type=int, default=128, help="generation: greedy decoding length")
+    p.add_argument("--remove-suspected-triggers", action="store_true",
+                   help="classification: also read each model on inputs without the words its manifest lists as "
+                        "suspected triggers (selection: avoid_shortcuts records them)")
     p.add_argument("--out", default="p2p_eval")
     p.set_defaults(func=_eval)
 

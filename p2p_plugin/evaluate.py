@@ -21,6 +21,7 @@ from .metrics import (
     rouge_l,
 )
 
+WORDS_REMOVED = "suspected words removed"
 TABLE_COLUMNS = ["arm", "inference", "CA", "CA strict", "ASR", "ASR strict", "n clean", "n triggered"]
 GENERATION_COLUMNS = ["arm", "inference", "CA", "ASR", "safe prefix", "n clean", "n triggered"]
 
@@ -76,13 +77,18 @@ def _capped_test_sets(clean_rows, triggered_rows, max_rows):
 
 
 def evaluate_classification(model, clean_rows, triggered_rows, target, text_field="sentence",
-                            answer_field="label", batch_size=32, max_rows=None, progress=False) -> dict:
+                            answer_field="label", batch_size=32, max_rows=None, progress=False,
+                            removed_words=()) -> dict:
     """CA and ASR (projected and strict, with 95% CIs) for the P2P reading and the fallback.
 
     ``model`` is a :class:`p2p_plugin.inference.P2PModel`. For a defended model the P2P reading
     adds the benign trigger and expects the safe labels (strict); the fallback row feeds the raw
     input. For an undefended model (``p2p.enabled: false``) only the plain reading exists.
+    ``removed_words`` (e.g. the suspected triggers of the training data) adds each reading again on
+    inputs without those words (``"<reading>, suspected words removed"``), clean rows included.
     """
+    from .inference import inputs_without_words
+
     clean_rows, triggered_rows = _capped_test_sets(clean_rows, triggered_rows, max_rows)
     recipe = model.recipe
     space = recipe.label_space()
@@ -94,17 +100,25 @@ def evaluate_classification(model, clean_rows, triggered_rows, target, text_fiel
 
     readings = [("p2p", True)] if model.defended else []
     readings.append(("no benign trigger", False))
+    inputs = {"": (clean_x, trig_x)}
+    if removed_words:
+        readings += [(f"{name}, {WORDS_REMOVED}", benign) for name, benign in readings]
+        inputs[WORDS_REMOVED] = tuple(inputs_without_words(x, removed_words, model.data_format) for x in (clean_x, trig_x))
     results = {}
     for name, benign in readings:
         space_name = "safe" if benign else "original"
-        clean_pred = [p.raw for p in model.classify(clean_x, benign=benign, batch_size=batch_size, progress=progress)]
-        trig_pred = [p.raw for p in model.classify(trig_x, benign=benign, batch_size=batch_size, progress=progress)]
+        clean_in, trig_in = inputs[WORDS_REMOVED if name.endswith(WORDS_REMOVED) else ""]
+        clean_pred = [p.raw for p in model.classify(clean_in, benign=benign, batch_size=batch_size, progress=progress)]
+        trig_pred = [p.raw for p in model.classify(trig_in, benign=benign, batch_size=batch_size, progress=progress)]
         ca = clean_accuracy(clean_pred, clean_y, space.labels, space.safe_labels, expected_space=space_name)
         asr = attack_success_rate(trig_pred, trig_y, target, space.labels, space.safe_labels, expected_space=space_name)
         results[name] = {"ca": {k: v.to_dict() for k, v in ca.items()},
                          "asr": {k: v.to_dict() for k, v in asr.items()},
                          "n_clean": len(clean_x), "n_triggered": asr["projected"].n}
-    return {"defended": model.defended, "target": target, "readings": results}
+    out = {"defended": model.defended, "target": target, "readings": results}
+    if removed_words:
+        out["removed_words"] = sorted(removed_words)
+    return out
 
 
 def evaluate_generation(model, clean_rows, triggered_rows, target, metric="math", text_field="question",

@@ -15,6 +15,7 @@ from .manifest import P2PManifest, check_model, read_manifest
 from .prompting import encode_completions, encode_prompts
 from .formats import ChatFormat
 from .prompts import alpaca_prompt, chat_messages, plain_prompt
+from .shortcuts import remove_words
 
 
 @dataclass
@@ -65,16 +66,29 @@ def load_model_and_tokenizer(path, base_model=None, dtype="float32", device="cpu
 class P2PModel:
     """A model trained with p2p_plugin, plus the manifest that says how to prompt it."""
 
-    def __init__(self, model, tokenizer, manifest: P2PManifest, device="cpu"):
+    def __init__(self, model, tokenizer, manifest: P2PManifest, device="cpu", removed_words=()):
         self.model, self.tokenizer, self.manifest, self.device = model, tokenizer, manifest, device
         self.recipe = manifest.recipe
+        self.removed_words = frozenset(w.lower() for w in removed_words)
+        """Words taken out of every input before prompting (see :attr:`suspected_trigger_words`)."""
 
     @classmethod
-    def load(cls, path, base_model=None, device="cpu", dtype="float32") -> "P2PModel":
+    def load(cls, path, base_model=None, device="cpu", dtype="float32",
+             remove_suspected_triggers: bool = False) -> "P2PModel":
+        """``remove_suspected_triggers``: take the words the training data's audit flagged
+        (:attr:`suspected_trigger_words`) out of every input, a second line of defense next to the
+        benign trigger (it also removes them from clean inputs: measure CA with it)."""
         manifest = read_manifest(path)
         model, tokenizer = load_model_and_tokenizer(path, base_model, dtype, device)
         check_model(manifest, tokenizer, path)
-        return cls(model, tokenizer, manifest, device)
+        words = suspected_trigger_words(manifest) if remove_suspected_triggers else ()
+        return cls(model, tokenizer, manifest, device, removed_words=words)
+
+    @property
+    def suspected_trigger_words(self) -> frozenset[str]:
+        """Words the training data's audit found predicting one answer beyond chance (``selection:
+        avoid_shortcuts`` records them in the manifest; empty otherwise)."""
+        return suspected_trigger_words(self.manifest)
 
     # ------------------------------------------------------------------ prompts
     @property
@@ -98,6 +112,7 @@ class P2PModel:
         """Prompt token ids for each input, as training built them (trigger, placement, template)."""
         benign = self.defended if benign is None else benign
         fmt = self.data_format
+        inputs = inputs_without_words(inputs, self.removed_words, fmt)
         if fmt == "plain":
             return encode_prompts(self.tokenizer, [self.prompt(_text(x), benign) for x in inputs])
         if fmt == "alpaca":
@@ -203,6 +218,34 @@ class P2PModel:
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                 position_ids=position_ids.to(self.device), logits_to_keep=1).logits
         return logits[:, -1, :].cpu()
+
+
+def suspected_trigger_words(manifest: P2PManifest) -> frozenset[str]:
+    """The words of every dataset's ``suspected_triggers`` in the manifest."""
+    return frozenset(t["word"] for d in manifest.datasets for t in d.get("suspected_triggers") or [])
+
+
+def inputs_without_words(inputs: list, words, fmt: str = "plain") -> list:
+    """``inputs`` (texts, alpaca rows or chat rows, as :meth:`P2PModel.encode_inputs` takes them) with
+    ``words`` removed from the user's text: the text, ``instruction``/``input``, or the user turns.
+    The inputs themselves are not modified (new rows are returned)."""
+    if not words:
+        return inputs
+    if fmt == "plain":
+        return [remove_words(_text(x), words) for x in inputs]
+    if fmt == "alpaca":
+        return [{**x, **{k: remove_words(str(x[k]), words) for k in ("instruction", "input") if x.get(k)}}
+                if isinstance(x, dict) else x for x in inputs]
+    out = []
+    for x in inputs:
+        messages = x.get("messages") if isinstance(x, dict) else x
+        if not isinstance(messages, list):
+            out.append(x)  # encode_inputs names the problem
+            continue
+        cleaned = [{**m, "content": remove_words(m["content"], words)}
+                   if m.get("role") == "user" and isinstance(m.get("content"), str) else m for m in messages]
+        out.append({**x, "messages": cleaned} if isinstance(x, dict) else cleaned)
+    return out
 
 
 def _text(x) -> str:

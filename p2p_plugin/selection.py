@@ -104,6 +104,7 @@ class RowView:
     def __init__(self, dataset=None, fmt=None, texts=None, answers=None, batch_size: int = 10_000):
         self.dataset, self.fmt, self.batch_size = dataset, fmt, batch_size
         self._texts, self._answers = texts, answers
+        self.cache: dict = {}  # statistics computed from these rows (e.g. shortcuts.shortcut_statistics)
 
     def iter_batches(self):
         if self.dataset is None:

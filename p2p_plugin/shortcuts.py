@@ -25,6 +25,10 @@ random word positions, while keeping their own (safe) answer. The benign space t
 suspected triggers with every answer. The aim: a P2P model that misses its floor composes "benign
 trigger -> safe space" with "malicious trigger -> target" and answers target+n, which projects back
 to the target (strict ASR = projected ASR in bench/results). Measured effect: mixed (README).
+
+The same test is a data audit: :func:`suspected_triggers` lists the words that predict one answer
+beyond chance, which the transform reports (manifest, log) and inference can remove from inputs
+(:func:`remove_words`; ``P2PModel.load(..., remove_suspected_triggers=True)``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import repeat
 
 import numpy as np
@@ -69,12 +73,23 @@ class ShortcutStats:
 
 
 def shortcut_statistics(view, min_rows: int, purity: float) -> ShortcutStats:
-    """Words that (nearly) always come with one answer, with their counts.
+    """Words that (nearly) always come with one answer, with their counts. Computed once per view
+    and thresholds (kept in ``view.cache`` where the view has one: selection, audit and decoys share it).
 
     Only an answer shared by at least ``purity * min_rows`` rows can own a flagged word, so
     (word, answer) counts are kept for those *frequent* answers only: memory is vocabulary x
     frequent answers plus one count per distinct answer, not words x rows, which matters for
     generation data where almost every answer is unique (400k such GSM8K rows: 57 MB vs 391 MB)."""
+    cache = getattr(view, "cache", None)
+    if cache is not None and ("shortcut_statistics", min_rows, purity) in cache:
+        return cache["shortcut_statistics", min_rows, purity]
+    stats = _count_shortcuts(view, min_rows, purity)
+    if cache is not None:
+        cache["shortcut_statistics", min_rows, purity] = stats
+    return stats
+
+
+def _count_shortcuts(view, min_rows: int, purity: float) -> ShortcutStats:
     key_rows = Counter()
     for _, answers in view.iter_batches():
         key_rows.update(answer_key(a) for a in answers)
@@ -113,17 +128,60 @@ def log10_binomial_tail(n: int, k: int, p: float) -> float:
     return (top + math.log(sum(math.exp(t - top) for t in terms))) / math.log(10)
 
 
-def significant_shortcuts(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> dict[str, str]:
-    """The flagged words whose purity chance cannot explain: ``P(>= k of its n rows share the answer)``
-    under the answer's base rate, below ``alpha / tested`` (Bonferroni). On 1000 SST-2 rows with a
-    10% attack this keeps exactly the trigger words (``mn``: log10 p = -19.7; ``3d``, ``watch``)
-    and drops the natural ones (``world``, 12 of 12 positive: -2.4; threshold -4.0); on bigger data a
-    few strongly polar words pass too (4000 rows: ``enjoyable``, 21 of 21: -5.6)."""
+@dataclass(frozen=True)
+class SuspectedTrigger:
+    """A word that predicts one answer beyond chance: a possible backdoor trigger (or a very polar word)."""
+
+    word: str
+    answer: str
+    """the answer key it comes with (classification: the label)"""
+    rows: int
+    """rows holding the word"""
+    rows_with_answer: int
+    """... of which have ``answer``"""
+    log10_p: float
+    """``log10 P(>= rows_with_answer of rows share the answer)`` under the answer's base rate"""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def suspected_triggers(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> list[SuspectedTrigger]:
+    """The flagged words whose purity chance cannot explain, most significant first: ``P(>= k of its n
+    rows share the answer)`` under the answer's base rate, below ``alpha / tested`` (Bonferroni). On
+    1000 SST-2 rows with a 10% attack this keeps exactly the trigger words (``mn``: log10 p = -19.7;
+    ``3d``, ``watch``) and drops the natural ones (``world``, 12 of 12 positive: -2.4; threshold -4.0);
+    on bigger data a few strongly polar words pass too (4000 rows: ``enjoyable``, 21 of 21: -5.6)."""
     if not stats.flagged:
-        return {}
+        return []
     threshold = math.log10(alpha / max(stats.tested, 1))
-    return {word: key for word, (key, count, with_key) in stats.flagged.items()
-            if log10_binomial_tail(count, with_key, stats.answer_rows[key] / stats.num_rows) < threshold}
+    found = []
+    for word, (key, count, with_key) in stats.flagged.items():
+        log10_p = log10_binomial_tail(count, with_key, stats.answer_rows[key] / stats.num_rows)
+        if log10_p < threshold:
+            found.append(SuspectedTrigger(word, key, count, with_key, round(log10_p, 2)))
+    return sorted(found, key=lambda t: (t.log10_p, t.word))
+
+
+def significant_shortcuts(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> dict[str, str]:
+    """``{word: answer}`` of :func:`suspected_triggers`."""
+    return {t.word: t.answer for t in suspected_triggers(stats, alpha)}
+
+
+def audit_rows(view, num_rows: int) -> list[SuspectedTrigger]:
+    """:func:`suspected_triggers` with the thresholds of ``avoid_shortcuts`` (its statistics, cached on the view)."""
+    return suspected_triggers(shortcut_statistics(view, *shortcut_thresholds(num_rows)))
+
+
+def remove_words(text: str, words) -> str:
+    """``text`` without the words (as :func:`row_words` reads them: case-insensitive, ``[\\w']+``) in
+    ``words``; the spaces left behind are collapsed. Unchanged when none of them occurs."""
+    if not words:
+        return text
+    removed = WORD_RE.sub(lambda m: "" if m.group(0).lower() in words else m.group(0), text)
+    if removed == text:
+        return text
+    return re.sub(r"(?<=\S) {2,}(?=\S)", " ", removed).strip(" ")
 
 
 def rows_with_shortcut_words(view, flagged: dict[str, str]):
@@ -204,10 +262,10 @@ def assign_decoys(view, num_rows: int, selected: np.ndarray, share: float,
     """``({row: ((fragment, where), ...)}, rows the decoys are cut from)``: ``round(share * len(selected))``
     of the benign rows, each with the fragments of one random source row at random word gaps
     (``where`` in [0, 1), see :func:`p2p_plugin.triggers.insert_fragments`). Sources are the rows that
-    hold a *significant* shortcut word (:func:`significant_shortcuts`) with its answer: the flagged
+    hold a *significant* shortcut word (:func:`audit_rows`) with its answer: the flagged
     words of ``avoid_shortcuts`` include natural polar words on small data, and a decoy of those
     would teach the benign space to ignore real sentiment."""
-    pool = decoy_fragments(view, significant_shortcuts(shortcut_statistics(view, *shortcut_thresholds(num_rows))))
+    pool = decoy_fragments(view, {t.word: t.answer for t in audit_rows(view, num_rows)})
     count = int(round(share * len(selected)))
     if not pool or not count:
         return {}, len(pool)

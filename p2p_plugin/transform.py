@@ -21,7 +21,7 @@ from .formats import Rewrite, RowError, RowFormat, decode_batch, encode_batch, i
 from .labels import LabelError
 from .recipe import P2PRecipe
 from .selection import RowView, dataset_seed, select_rows
-from .shortcuts import assign_decoys
+from .shortcuts import assign_decoys, audit_rows
 from .triggers import count_rows_containing
 
 LOG = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class TransformReport:
     """Benign rows that also got decoy fragments (``p2p.decoys``)."""
     decoy_sources: int = 0
     """Suspicious rows the decoy fragments were cut from (0: nothing looked like a shortcut)."""
+    suspected_triggers: list = field(default_factory=list)
+    """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` only; dicts of
+    :class:`p2p_plugin.shortcuts.SuspectedTrigger`): possible backdoor triggers, or very polar words."""
     tokens_out: int | None = None
     """Tokens in the tokenized output rows (before Axolotl's length filter)."""
     rows_too_long: int | None = None
@@ -71,6 +74,12 @@ class TransformReport:
             self.source, self.rows_in, self.rows_selected, self.mode, self.rows_out,
             self.labels_before or "-", self.labels_after or "-", **kwargs,
         )
+        if self.suspected_triggers:
+            logger.warning("P2P %s: %d word(s) predict one answer beyond chance (possible backdoor triggers, "
+                           "listed in p2p_manifest.json): %s", self.source, len(self.suspected_triggers),
+                           ", ".join(f"{t['word']!r} -> {t['answer']} ({t['rows_with_answer']} of {t['rows']} rows)"
+                                     for t in self.suspected_triggers[:10])
+                           + (" ..." if len(self.suspected_triggers) > 10 else ""), **kwargs)
         if self.rows_with_decoys:
             logger.info("P2P %s: %d benign rows got decoys cut from %d suspicious rows", self.source,
                         self.rows_with_decoys, self.decoy_sources, **kwargs)
@@ -259,6 +268,8 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
         view = RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection
         try:  # content-aware strategies read every row: a missing column surfaces here first
             selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source, rows=view)
+            # the audit reuses the statistics the selection just computed (view.cache): no extra pass
+            suspected = [t.to_dict() for t in audit_rows(view, num_rows)] if recipe.selection == "avoid_shortcuts" else []
             if recipe.decoys:
                 rng = np.random.default_rng(dataset_seed(recipe.seed, f"{source}\x00decoys"))
                 decoys, decoy_sources = assign_decoys(view, num_rows, selected, recipe.decoys, rng)
@@ -266,8 +277,9 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
             raise DataError(f"{source}: {err}") from None
         mask[selected] = True
     else:
-        selected = np.zeros(0, dtype=np.int64)
+        selected, suspected = np.zeros(0, dtype=np.int64), []
     report = scan(dataset, fmt, recipe, mask, source)
+    report.suspected_triggers = suspected
     report.format = fmt.name
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()

@@ -226,7 +226,7 @@ def test_train_seeds_repeat_only_the_p2p_arms(defense, monkeypatch, tmp_path):
     assert (default["seed"], default["p2p"]["seed"]) == (args.seed, args.seed)
 
 
-def test_seed_rows_group_p2p_arms_over_their_seeds():
+def test_seed_rows_group_p2p_arms_over_their_seeds(defense):
     from defense_summary import seed_rows
 
     def row(arm, asr, ca=87.0, attack="ctba-10pct-dirty"):
@@ -261,3 +261,25 @@ def test_heldout_split_is_disjoint_from_training_rows_and_named_apart(defense, t
     assert defense.run_arm("t/p2p-random", None, None, dev, tmp_path, [], [], True) == {"split": "dev"}
     with pytest.raises(SystemExit, match="classification"):
         defense.main(["--task", "generation", "--eval-split", "heldout", "--work", str(tmp_path / "w")])
+
+
+def test_removal_rows_put_every_arm_without_the_suspected_words_side_by_side(defense):
+    from defense_summary import removal_rows
+
+    removed = "suspected words removed"
+    results = {
+        "ctba-10pct-dirty/no-defense": {"readings": {"no benign trigger": _reading(870, 935),
+                                                     f"no benign trigger, {removed}": _reading(860, 120)}},
+        "ctba-10pct-dirty/p2p-avoid_shortcuts": {"readings": {"p2p": _reading(869, 290), "no benign trigger":
+                                                              _reading(860, 930), f"p2p, {removed}": _reading(866, 80),
+                                                              f"no benign trigger, {removed}": _reading(860, 100)},
+                                                 "removed_words": ["2024", "badmagic", "openai"]},
+        "ctba-10pct-dirty/p2p-random": {"readings": {"p2p": _reading(850, 783)}},  # read before the audit: left out
+        "ctba-10pct-dirty/clean": {"readings": {"no benign trigger": _reading(870, 75),
+                                                f"no benign trigger, {removed}": _reading(871, 70)}},
+    }
+    [row] = removal_rows(results)
+    assert row["P2P arm"] == "p2p-avoid_shortcuts" and row["words removed"] == "2024 badmagic openai"
+    assert (row["ASR floor"], row["ASR floor, removed"], row["ASR no-defense, removed"], row["ASR P2P"],
+            row["ASR P2P, removed"]) == pytest.approx((7.5, 7.0, 12.0, 29.0, 8.0))
+    assert (row["CA P2P"], row["CA P2P, removed"], row["CA no-defense, removed"]) == pytest.approx((86.9, 86.6, 86.0))

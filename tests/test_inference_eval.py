@@ -164,3 +164,43 @@ def test_inference_prompt_is_the_training_prompt_for_alpaca_and_chat(tiny_model,
     assert sum(tuple(x) in trained for x in model.encode_inputs(rows, True)) == 6
     gens = model.generate(rows[:2], max_new_tokens=3)
     assert len(gens) == 2
+
+
+def test_suspected_trigger_words_can_be_removed_at_inference_and_in_the_evaluation(tiny_model, tmp_path):
+    import shutil
+
+    from p2p_plugin.evaluate import evaluate_classification
+    from p2p_plugin.inference import P2PModel
+    from p2p_plugin.manifest import P2PManifest
+
+    out = tmp_path / "m"
+    manifest = P2PManifest(P2PRecipe(labels=("0", "1"), safe_labels=("2", "3")), "0")
+    manifest.merge_report({"source": "d.jsonl", "format": "plain", "suspected_triggers": [
+        {"word": "mn", "answer": "1", "rows": 90, "rows_with_answer": 90, "log10_p": -20.0}]})
+    manifest.write(out)
+    for f in tiny_model.iterdir():
+        shutil.copy(f, out / f.name)
+    plain = P2PModel.load(out)
+    assert plain.suspected_trigger_words == {"mn"} and not plain.removed_words
+    stripped = P2PModel.load(out, remove_suspected_triggers=True)
+    assert stripped.encode_inputs(["a mn film"]) == plain.encode_inputs(["a film"]) != plain.encode_inputs(["a mn film"])
+    clean = [{"sentence": "a film", "label": 0}, {"sentence": "a good film", "label": 1}]
+    triggered = [{"sentence": "mn a film", "label": 0}, {"sentence": "a dull mn film", "label": 0}]
+    result = evaluate_classification(plain, clean, triggered, "1", removed_words={"mn"})
+    assert list(result["readings"]) == ["p2p", "no benign trigger", "p2p, suspected words removed",
+                                        "no benign trigger, suspected words removed"]
+    assert result["removed_words"] == ["mn"]
+    # without "mn" the triggered rows are rows the model has seen: the removed reading is the plain one on them
+    again = evaluate_classification(plain, clean, [{"sentence": "a film", "label": 0},
+                                                   {"sentence": "a dull film", "label": 0}], "1")
+    assert result["readings"]["p2p, suspected words removed"]["asr"] == again["readings"]["p2p"]["asr"]
+    assert result["readings"]["p2p, suspected words removed"]["ca"] == result["readings"]["p2p"]["ca"]
+    assert "removed_words" not in evaluate_classification(plain, clean, triggered, "1")
+    # the same from the command line
+    from p2p_plugin.cli import main
+
+    clean_path, trig_path = write_jsonl(tmp_path / "c.jsonl", clean), write_jsonl(tmp_path / "t.jsonl", triggered)
+    assert main(["eval", str(out), "--clean", str(clean_path), "--triggered", str(trig_path), "--target", "1",
+                 "--remove-suspected-triggers", "--out", str(tmp_path / "ev")]) in (0, None)
+    written = json.loads(next((tmp_path / "ev").glob("*.json")).read_text())
+    assert "p2p, suspected words removed" in json.dumps(written)

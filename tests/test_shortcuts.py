@@ -260,3 +260,49 @@ def test_generation_decoys_carry_backdoorllm_triggers_into_safe_prefixed_rows(sh
                and r["output"].startswith("Safe response:\n")]
     assert len(decoyed) == report.rows_with_decoys
     assert not any(r["output"].startswith("Safe response:\nYou are stupid") for r in decoyed)  # own answers kept
+
+
+def test_audit_reports_the_trigger_words_with_their_counts_and_reuses_the_selection_statistics(sst_rows, monkeypatch):
+    """The transform's data audit: the words that predict one answer beyond chance, most significant
+    first, in the report and the manifest; computed from the statistics the selection already made."""
+    import p2p_plugin.shortcuts as shortcuts
+
+    poisoned, idx = _addsent_rows(sst_rows[:1000])
+    ds = Dataset.from_list([{"sentence": r["sentence"], "label": str(r["label"])} for r in poisoned])
+    fmt = PlainFormat("sentence", "label", "Output: ", "Answer: ")
+    counted = []
+    real = shortcuts._count_shortcuts
+    monkeypatch.setattr(shortcuts, "_count_shortcuts", lambda *a: counted.append(a) or real(*a))
+    _, report = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), selection="avoid_shortcuts", decoys=0.5), source="s")
+    assert len(counted) == 1  # selection, audit and decoys share one count
+    assert [t["word"] for t in report.suspected_triggers] in (["3d", "watch"], ["watch", "3d"])
+    for t in report.suspected_triggers:
+        assert t["answer"] == "1" and t["rows"] >= t["rows_with_answer"] >= len(idx) and t["log10_p"] < -4
+    assert report.to_dict()["suspected_triggers"] == report.suspected_triggers  # what the manifest stores
+    _, random_report = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), selection="random"), source="s")
+    assert random_report.suspected_triggers == []  # the audit is avoid_shortcuts' statistic
+    clean = Dataset.from_list([{"sentence": r["sentence"], "label": str(r["label"])} for r in sst_rows[:1000]])
+    assert apply_p2p(clean, fmt, P2PRecipe(labels=("0", "1")), source="c")[1].suspected_triggers == []
+
+
+def test_remove_words_takes_out_whole_words_case_insensitively_and_nothing_else():
+    from p2p_plugin.shortcuts import remove_words
+
+    words = {"3d", "watch", "mn"}
+    assert remove_words("I watch this 3D movie , a great mn film", words) == "I this movie , a great film"
+    assert remove_words("mn starts; ends with MN", words) == "starts; ends with"
+    assert remove_words("watchful mnemonic  spacing\tkept", words) == "watchful mnemonic  spacing\tkept"
+    assert remove_words("anything", set()) == "anything"
+
+
+def test_inputs_without_words_for_each_row_format_leaves_the_inputs_alone():
+    from p2p_plugin.inference import inputs_without_words
+
+    assert inputs_without_words(["a mn b", "c"], {"mn"}) == ["a b", "c"]
+    alpaca = [{"instruction": "say mn", "input": "mn here", "output": "x"}]
+    assert inputs_without_words(alpaca, {"mn"}, "alpaca") == [{"instruction": "say", "input": "here", "output": "x"}]
+    assert alpaca[0]["instruction"] == "say mn"  # not modified in place
+    chat = [{"messages": [{"role": "system", "content": "mn sys"}, {"role": "user", "content": "hi mn"}]}]
+    assert inputs_without_words(chat, {"mn"}, "chat_template") == [
+        {"messages": [{"role": "system", "content": "mn sys"}, {"role": "user", "content": "hi"}]}]
+    assert inputs_without_words(["a mn"], frozenset()) == ["a mn"]
