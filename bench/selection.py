@@ -5,7 +5,8 @@ the benign subset is disjoint from the poisoned rows (ASR 24.7%) and fails when 
 random (99.6%): poisoned rows inside the benign subset teach "trigger -> target" in the benign
 space too. This benchmark measures, for every simulated attack and rate on SST-2 and for the
 already-poisoned BackdoorLLM instruction sets, how many poisoned rows each selection strategy puts
-into the benign subset, and what the filter costs (clean rows it flags). Seconds on a CPU, no model.
+into the benign subset, and what the filter costs (clean rows it flags), and which words the data
+audit reports as suspected triggers (``suspected_triggers`` in the manifest). Seconds on a CPU, no model.
 
 It does NOT show that the defense then holds; only training shows that (bench/defense.py).
 
@@ -29,13 +30,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from p2p_plugin.formats import AlpacaFormat  # noqa: E402
-from p2p_plugin.attacks import ATTACKS, AttackSpec, poison_rows, read_rows  # noqa: E402
+from p2p_plugin.attacks import ATTACKS, AttackSpec, attack_triggers, poison_rows, read_rows  # noqa: E402
+from p2p_plugin.shortcuts import audit_rows, row_words  # noqa: E402
 from p2p_plugin.selection import RowView, get_selection_strategy, select_rows  # noqa: E402
 
 STRATEGIES = ("random", "avoid_shortcuts")
 
 
-def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, key: str) -> dict:
+def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, key: str, trigger_words=None) -> dict:
+    """``trigger_words``: the attack's trigger words where known (SST-2 simulations), to check the audit."""
     view = RowView(texts=texts, answers=answers)
     out = {"rows": len(texts), "poisoned": len(poisoned)}
     for name in STRATEGIES:
@@ -53,6 +56,10 @@ def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, key: st
                          suspicious_rows=len(flagged_rows),
                          poisoned_flagged=len(flagged_rows & poisoned),
                          clean_rows_flagged=len(flagged_rows - poisoned))
+            suspected = [t.word for t in audit_rows(view, len(texts))]
+            entry.update(suspected_triggers=suspected,
+                         suspected_not_trigger=None if trigger_words is None else sorted(set(suspected) - trigger_words),
+                         trigger_words_missed=None if trigger_words is None else sorted(trigger_words - set(suspected)))
         out[name] = entry
     return out
 
@@ -62,14 +69,17 @@ def sst2_cases(data_dir: Path, sizes, rates, seed):
     random.Random(seed).shuffle(rows)
     for size in sizes:
         subset = rows[:size]
+        yield (f"sst2[{size}] no attack", [r["sentence"] for r in subset], [str(r["label"]) for r in subset], set(),
+               set())
         for attack in ATTACKS:
             for rate in rates:
                 for mode in (("dirty", "clean") if attack == "badnets" else ("dirty",)):
                     extra = {"words": ("mn",)} if attack == "badnets" else {}
                     spec = AttackSpec(name=attack, poison_rate=rate, target="1", seed=seed, label_mode=mode, **extra)
                     new, chosen = poison_rows(subset, spec, "plain", "sentence", "label", ["0", "1"])
+                    words = set().union(*(row_words(t) for t in attack_triggers(spec)))
                     yield (f"sst2[{size}] {attack}{' mn' if extra else ''} {rate:g} {mode}",
-                           [r["sentence"] for r in new], [str(r["label"]) for r in new], set(chosen))
+                           [r["sentence"] for r in new], [str(r["label"]) for r in new], set(chosen), words)
 
 
 def backdoorllm_cases(data_dir: Path, rates, seed):
@@ -87,7 +97,12 @@ def backdoorllm_cases(data_dir: Path, rates, seed):
                 rows = [rows[i] for i in order]
                 poisoned = {pos for pos, i in enumerate(order) if i >= len(clean)}
                 texts = AlpacaFormat().user_texts({k: [r.get(k) for r in rows] for k in ("instruction", "input")})
-                yield f"backdoorllm {task} {attack} {rate:g}", texts, [r["output"] for r in rows], poisoned
+                yield f"backdoorllm {task} {attack} {rate:g}", texts, [r["output"] for r in rows], poisoned, None
+
+
+def _words(words) -> str:
+    """A cell: ``n/a`` where the trigger words are not known, ``-`` for none."""
+    return "n/a" if words is None else (" ".join(words) or "-")
 
 
 def main(argv=None):
@@ -104,9 +119,9 @@ def main(argv=None):
         raise SystemExit(f"no SST-2 under {data_dir} (set P2P_DATA_DIR)")
     started = time.time()
     cases = {}
-    for name, texts, answers, poisoned in [*sst2_cases(data_dir, args.sizes, args.rates, args.seed),
-                                           *backdoorllm_cases(data_dir, args.rates, args.seed)]:
-        cases[name] = measure(texts, answers, poisoned, args.ratio, args.seed, name)
+    for name, texts, answers, poisoned, words in [*sst2_cases(data_dir, args.sizes, args.rates, args.seed),
+                                                  *backdoorllm_cases(data_dir, args.rates, args.seed)]:
+        cases[name] = measure(texts, answers, poisoned, args.ratio, args.seed, name, words)
         r, a = cases[name]["random"], cases[name]["avoid_shortcuts"]
         print(f"{name:42s} poisoned {cases[name]['poisoned']:4d}  in subset: random {r['poisoned_in_subset']:3d}  "
               f"avoid_shortcuts {a['poisoned_in_subset']:3d}  (clean rows flagged {a['clean_rows_flagged']})", flush=True)
@@ -123,16 +138,20 @@ def main(argv=None):
         "BackdoorLLM: `train_clean.json` (500) plus the attack's own poisoned rows at the given share.",
         "",
         "| case | rows | poisoned | in subset: random | in subset: avoid_shortcuts | poisoned rows flagged | "
-        "clean rows flagged | flagged words (first 12) |",
-        "|---|---|---|---|---|---|---|---|",
+        "clean rows flagged | flagged words (first 12) | audit: suspected triggers | of them not trigger words | "
+        "trigger words missed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in cases.items():
         a = c["avoid_shortcuts"]
         lines.append(f"| {name} | {c['rows']} | {c['poisoned']} | {c['random']['poisoned_in_subset']} | "
                      f"{a['poisoned_in_subset']} | {a['poisoned_flagged']} | {a['clean_rows_flagged']} | "
-                     f"{', '.join(a['flagged_words'])} |")
+                     f"{', '.join(a['flagged_words'])} | {' '.join(a['suspected_triggers']) or '-'} | "
+                     f"{_words(a['suspected_not_trigger'])} | {_words(a['trigger_words_missed'])} |")
     lines += ["", "Flagging is what the strategy sees; a row in the subset is what P2P trains as benign. "
-              "This measures the mechanism only: whether the defense then holds is for bench/defense.py.", ""]
+              "This measures the mechanism only: whether the defense then holds is for bench/defense.py. "
+              "Audit: the flagged words that a one-sided binomial test (Bonferroni, alpha 0.05) says chance cannot "
+              "explain, as the plugin reports them; trigger words are known for the SST-2 simulations only.", ""]
     path.with_suffix(".md").write_text("\n".join(lines))
     print(f"\nresults: {path} and {path.with_suffix('.md')}")
 
