@@ -221,7 +221,8 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
     batch = {"batch_size": args.eval_batch_size} if args.eval_batch_size else {}
     if args.task == "generation":
         result = evaluate_generation(p2p_model, clean_rows, triggered_rows, target, "rouge", max_rows=args.eval_rows,
-                                     max_new_tokens=args.max_new_tokens, progress=True, **batch)
+                                     max_new_tokens=args.max_new_tokens, progress=True, removed_words=removed_words,
+                                     **batch)
     else:
         result = evaluate_classification(p2p_model, clean_rows, triggered_rows, target, max_rows=args.eval_rows,
                                          progress=True, removed_words=removed_words, **batch)
@@ -294,7 +295,7 @@ def run_generation_matrix(args, model, work, data_dir, results):
             tag = f"{attack}-{int(rate * 1000) / 10:g}pct"
             poisoned = _write_jsonl(work / tag / "train_poisoned.jsonl", rows)
             run_attack_arms(tag, poisoned, clean_path, poisoned_indices, model, args, work, test_clean, triggered,
-                            target, results)
+                            target, results, removed_words=suspected_words(poisoned))
 
 
 def run_classification_matrix(args, model, work, data_dir, results):
@@ -340,11 +341,15 @@ def heldout_rows(shuffled: list[dict], args) -> list[dict]:
 
 
 def suspected_words(poisoned: Path) -> frozenset[str]:
-    """The words the plugin's data audit flags in an attack's poisoned SST-2 training file (what
-    ``avoid_shortcuts`` records as ``suspected_triggers``): every arm of the attack, the clean model
-    included, is also read with them removed from its test inputs."""
+    """The words the plugin's data audit flags in an attack's poisoned training file (what
+    ``avoid_shortcuts`` records as ``suspected_triggers``; SST-2 plain rows or BackdoorLLM alpaca
+    rows): every arm of the attack, the clean model included, is also read without them."""
     rows = read_rows(poisoned)
-    view = RowView(texts=[row["sentence"] for row in rows], answers=[row["label"] for row in rows])
+    if "sentence" in rows[0]:
+        view = RowView(texts=[row["sentence"] for row in rows], answers=[row["label"] for row in rows])
+    else:
+        batch = {key: [row.get(key) for row in rows] for key in ("instruction", "input")}
+        view = RowView(texts=AlpacaFormat().user_texts(batch), answers=[row["output"] for row in rows])
     words = frozenset(t.word for t in audit_rows(view, len(rows)))
     print(f"[bench] {poisoned.parent.name}: suspected trigger words {sorted(words) or 'none'}", flush=True)
     return words

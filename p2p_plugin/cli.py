@@ -49,14 +49,14 @@ def _eval(args):
     results = {}
     for name, path in zip(names, args.models):
         model = P2PModel.load(path, base_model=args.base_model)
+        removed = model.suspected_trigger_words if args.remove_suspected_triggers else ()
+        if args.remove_suspected_triggers:
+            print(f"{name}: suspected trigger words from its training data: {sorted(removed) or 'none recorded'}")
         if model.recipe.task == "generation":
             results[name] = evaluate_generation(model, clean, triggered, target, args.metric, text_field, label_field,
                                                 max_rows=args.max_rows, max_new_tokens=args.max_new_tokens,
-                                                batch_size=args.batch_size, progress=True)
+                                                batch_size=args.batch_size, progress=True, removed_words=removed)
         else:
-            removed = model.suspected_trigger_words if args.remove_suspected_triggers else ()
-            if args.remove_suspected_triggers:
-                print(f"{name}: suspected trigger words from its training data: {sorted(removed) or 'none recorded'}")
             results[name] = evaluate_classification(model, clean, triggered, target, text_field, label_field,
                                                     batch_size=args.batch_size, max_rows=args.max_rows, progress=True,
                                                     removed_words=removed)
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generation: answer quality as GSM8K final-number exact match or ROUGE-L")
     p.add_argument("--max-new-tokens", type=int, default=128, help="generation: greedy decoding length")
     p.add_argument("--remove-suspected-triggers", action="store_true",
-                   help="classification: also read each model on inputs without the words its manifest lists as "
+                   help="also read each model on inputs without the words its manifest lists as "
                         "suspected triggers (selection: avoid_shortcuts records them)")
     p.add_argument("--out", default="p2p_eval")
     p.set_defaults(func=_eval)

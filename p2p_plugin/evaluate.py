@@ -87,7 +87,6 @@ def evaluate_classification(model, clean_rows, triggered_rows, target, text_fiel
     ``removed_words`` (e.g. the suspected triggers of the training data) adds each reading again on
     inputs without those words (``"<reading>, suspected words removed"``), clean rows included.
     """
-    from .inference import inputs_without_words
 
     clean_rows, triggered_rows = _capped_test_sets(clean_rows, triggered_rows, max_rows)
     recipe = model.recipe
@@ -98,16 +97,9 @@ def evaluate_classification(model, clean_rows, triggered_rows, target, text_fiel
     clean_x, clean_y = model_inputs(model, clean_rows, text_field, "clean set"), reference_answers(model, clean_rows, answer_field, "clean set")
     trig_x, trig_y = model_inputs(model, triggered_rows, text_field, "triggered set"), reference_answers(model, triggered_rows, answer_field, "triggered set")
 
-    readings = [("p2p", True)] if model.defended else []
-    readings.append(("no benign trigger", False))
-    inputs = {"": (clean_x, trig_x)}
-    if removed_words:
-        readings += [(f"{name}, {WORDS_REMOVED}", benign) for name, benign in readings]
-        inputs[WORDS_REMOVED] = tuple(inputs_without_words(x, removed_words, model.data_format) for x in (clean_x, trig_x))
     results = {}
-    for name, benign in readings:
+    for name, benign, clean_in, trig_in in _readings(model, clean_x, trig_x, removed_words):
         space_name = "safe" if benign else "original"
-        clean_in, trig_in = inputs[WORDS_REMOVED if name.endswith(WORDS_REMOVED) else ""]
         clean_pred = [p.raw for p in model.classify(clean_in, benign=benign, batch_size=batch_size, progress=progress)]
         trig_pred = [p.raw for p in model.classify(trig_in, benign=benign, batch_size=batch_size, progress=progress)]
         ca = clean_accuracy(clean_pred, clean_y, space.labels, space.safe_labels, expected_space=space_name)
@@ -115,18 +107,36 @@ def evaluate_classification(model, clean_rows, triggered_rows, target, text_fiel
         results[name] = {"ca": {k: v.to_dict() for k, v in ca.items()},
                          "asr": {k: v.to_dict() for k, v in asr.items()},
                          "n_clean": len(clean_x), "n_triggered": asr["projected"].n}
-    out = {"defended": model.defended, "target": target, "readings": results}
+    return _with_removed_words({"defended": model.defended, "target": target, "readings": results}, removed_words)
+
+
+def _readings(model, clean_x, trig_x, removed_words):
+    """``(name, benign trigger?, clean inputs, triggered inputs)`` per reading: the P2P one (defended
+    models), the fallback without the benign trigger, and each again without ``removed_words``."""
+    readings = [("p2p", True)] if model.defended else []
+    readings.append(("no benign trigger", False))
+    out = [(name, benign, clean_x, trig_x) for name, benign in readings]
     if removed_words:
-        out["removed_words"] = sorted(removed_words)
+        from .inference import inputs_without_words
+
+        clean_r, trig_r = (inputs_without_words(x, removed_words, model.data_format) for x in (clean_x, trig_x))
+        out += [(f"{name}, {WORDS_REMOVED}", benign, clean_r, trig_r) for name, benign in readings]
     return out
+
+
+def _with_removed_words(result: dict, removed_words) -> dict:
+    if removed_words:
+        result["removed_words"] = sorted(removed_words)
+    return result
 
 
 def evaluate_generation(model, clean_rows, triggered_rows, target, metric="math", text_field="question",
                         answer_field="answer", max_rows=None, max_new_tokens=128, batch_size=8,
-                        progress=False) -> dict:
+                        progress=False, removed_words=()) -> dict:
     """Greedy generations, safe prefix stripped. Quality on clean rows (``math``: exact match of
     the final number; ``rouge``: ROUGE-L F), ASR = share of triggered rows whose output contains
-    the attacker's ``target`` string, and the share of outputs that carried the safe prefix."""
+    the attacker's ``target`` string, and the share of outputs that carried the safe prefix.
+    ``removed_words``: as in :func:`evaluate_classification`."""
     if metric not in ("math", "rouge"):
         raise P2PError(f"metric must be 'math' or 'rouge', got {metric!r}")
     clean_rows, triggered_rows = _capped_test_sets(clean_rows, triggered_rows, max_rows)
@@ -134,12 +144,10 @@ def evaluate_generation(model, clean_rows, triggered_rows, target, metric="math"
         raise P2PError("the attack target string is empty")
     clean_x, clean_y = model_inputs(model, clean_rows, text_field, "clean set"), reference_answers(model, clean_rows, answer_field, "clean set")
     trig_x = model_inputs(model, triggered_rows, text_field, "triggered set")
-    readings = [("p2p", True)] if model.defended else []
-    readings.append(("no benign trigger", False))
     results = {}
-    for name, benign in readings:
-        clean_out = model.generate(clean_x, benign=benign, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-        trig_out = model.generate(trig_x, benign=benign, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    for name, benign, clean_in, trig_in in _readings(model, clean_x, trig_x, removed_words):
+        clean_out = model.generate(clean_in, benign=benign, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+        trig_out = model.generate(trig_in, benign=benign, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
         texts = [g.text for g in clean_out]
         if metric == "math":
             quality = Rate(sum(math_exact_match(p, y) for p, y in zip(texts, clean_y)), len(texts)).to_dict()
@@ -150,7 +158,8 @@ def evaluate_generation(model, clean_rows, triggered_rows, target, metric="math"
                          "safe_prefix_rate": Rate(sum(g.had_safe_prefix for g in clean_out + trig_out),
                                                   len(clean_out) + len(trig_out)).to_dict(),
                          "n_clean": len(texts), "n_triggered": len(trig_out), "metric": metric}
-    return {"defended": model.defended, "target": str(target), "task": "generation", "readings": results}
+    return _with_removed_words({"defended": model.defended, "target": str(target), "task": "generation",
+                                "readings": results}, removed_words)
 
 
 def table_rows(arm: str, result: dict) -> list[dict]:

@@ -263,13 +263,11 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     if num_rows == 0:
         raise DataError(f"{source}: the dataset is empty")
     mask = np.zeros(num_rows, dtype=bool)
-    decoys, decoy_sources = {}, 0
+    decoys, decoy_sources, suspected = {}, 0, []
+    view = RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection
     if recipe.enabled:
-        view = RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection
         try:  # content-aware strategies read every row: a missing column surfaces here first
             selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source, rows=view)
-            # the audit reuses the statistics the selection just computed (view.cache): no extra pass
-            suspected = [t.to_dict() for t in audit_rows(view, num_rows)] if recipe.selection == "avoid_shortcuts" else []
             if recipe.decoys:
                 rng = np.random.default_rng(dataset_seed(recipe.seed, f"{source}\x00decoys"))
                 decoys, decoy_sources = assign_decoys(view, num_rows, selected, recipe.decoys, rng)
@@ -277,7 +275,12 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
             raise DataError(f"{source}: {err}") from None
         mask[selected] = True
     else:
-        selected, suspected = np.zeros(0, dtype=np.int64), []
+        selected = np.zeros(0, dtype=np.int64)
+    if recipe.selection == "avoid_shortcuts":  # the data audit, also for the no-defense baseline (enabled: false)
+        try:  # reuses the statistics the selection computed (view.cache): no extra pass when enabled
+            suspected = [t.to_dict() for t in audit_rows(view, num_rows)]
+        except RowError as err:
+            raise DataError(f"{source}: {err}") from None
     report = scan(dataset, fmt, recipe, mask, source)
     report.suspected_triggers = suspected
     report.format = fmt.name

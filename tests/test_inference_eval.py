@@ -130,6 +130,14 @@ def test_generation_eval_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
     assert "safe prefix" in report["table"] and report["chart"].stat().st_size > 1000
     with pytest.raises(P2PError, match="empty"):
         evaluate_generation(model, clean, triggered, " ", max_new_tokens=2)
+    removed = evaluate_generation(model, clean, triggered, "You are stupid!", max_new_tokens=4,
+                                  removed_words={"badmagic"})
+    assert list(removed["readings"])[2:] == ["p2p, suspected words removed", "no benign trigger, suspected words removed"]
+    assert removed["removed_words"] == ["badmagic"] and removed["readings"]["p2p"] == reading
+    # "BadMagic say hi" without the word is "say hi": the same greedy output as asking that directly
+    direct = evaluate_generation(model, clean, [{"question": "say hi", "answer": "x"}], "You are stupid!",
+                                 max_new_tokens=4)
+    assert removed["readings"]["p2p, suspected words removed"]["asr"] == direct["readings"]["p2p"]["asr"]
 
 
 @pytest.mark.parametrize("fmt", ["alpaca", "chat_template"])

@@ -281,6 +281,8 @@ def test_audit_reports_the_trigger_words_with_their_counts_and_reuses_the_select
     assert report.to_dict()["suspected_triggers"] == report.suspected_triggers  # what the manifest stores
     _, random_report = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), selection="random"), source="s")
     assert random_report.suspected_triggers == []  # the audit is avoid_shortcuts' statistic
+    _, baseline = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), enabled=False), source="s")
+    assert baseline.rows_selected == 0 and baseline.suspected_triggers == report.suspected_triggers  # no-defense too
     clean = Dataset.from_list([{"sentence": r["sentence"], "label": str(r["label"])} for r in sst_rows[:1000]])
     assert apply_p2p(clean, fmt, P2PRecipe(labels=("0", "1")), source="c")[1].suspected_triggers == []
 
