@@ -175,13 +175,17 @@ def audit_rows(view, num_rows: int) -> list[SuspectedTrigger]:
 
 def remove_words(text: str, words) -> str:
     """``text`` without the words (as :func:`row_words` reads them: case-insensitive, ``[\\w']+``) in
-    ``words``; the spaces left behind are collapsed. Unchanged when none of them occurs."""
+    ``words``: a space-separated piece that held only such words goes with its space; every other
+    character stays where it was. Unchanged when none of them occurs."""
     if not words:
         return text
-    removed = WORD_RE.sub(lambda m: "" if m.group(0).lower() in words else m.group(0), text)
-    if removed == text:
-        return text
-    return re.sub(r"(?<=\S) {2,}(?=\S)", " ", removed).strip(" ")
+    pieces, changed = [], False
+    for piece in text.split(" "):
+        kept = WORD_RE.sub(lambda m: "" if m.group(0).lower() in words else m.group(0), piece)
+        changed |= kept != piece
+        if kept or kept == piece:  # an empty piece of the original (a double space) stays
+            pieces.append(kept)
+    return " ".join(pieces) if changed else text
 
 
 def rows_with_shortcut_words(view, flagged: dict[str, str]):

@@ -295,6 +295,7 @@ def test_remove_words_takes_out_whole_words_case_insensitively_and_nothing_else(
     assert remove_words("mn starts; ends with MN", words) == "starts; ends with"
     assert remove_words("watchful mnemonic  spacing\tkept", words) == "watchful mnemonic  spacing\tkept"
     assert remove_words("anything", set()) == "anything"
+    assert remove_words("a  mn, b\tc", words) == "a  , b\tc"  # other whitespace and punctuation stay
 
 
 def test_inputs_without_words_for_each_row_format_leaves_the_inputs_alone():
