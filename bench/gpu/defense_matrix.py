@@ -96,6 +96,9 @@ JOBS = (
     # P2P arm on every attack at 10%, seeds 1 and 2 (seed 0 is the arm above), one arm a job
     + [_sst2_10pct("--attacks", a, "--train-seeds", seed, "--arms", "p2p", *AVOID) for seed in ("1", "2")
        for a in ATTACKS]
+    # session 7: every arm is now also read without the data audit's suspected trigger words; the arms above
+    # were evaluated before that (their archives carry no weights), so the 10% matrix again in its own folder
+    + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", a, *AVOID]) for a in ATTACKS]
 )
 PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
 
