@@ -1,4 +1,4 @@
-"""``p2p``: simulate an attack, evaluate trained models, run the demo."""
+"""``p2p``: simulate an attack, audit a training file, evaluate trained models, run the demo."""
 
 from __future__ import annotations
 
@@ -65,6 +65,41 @@ def _eval(args):
     print(f"\nJSON: {report['json']}\nchart: {report['chart']}")
 
 
+def _audit(args):
+    """Which words of a training file predict one answer beyond chance: what ``selection:
+    avoid_shortcuts`` records as ``suspected_triggers``, without training anything."""
+    from .attacks import read_rows
+    from .formats import AlpacaFormat, ChatFormat, PlainFormat
+    from .metrics import format_markdown_table
+    from .selection import RowView
+    from .shortcuts import audit_rows, shortcut_thresholds
+
+    try:
+        rows = read_rows(args.data)
+    except FileNotFoundError as err:
+        raise P2PError(str(err)) from None
+    if not rows:
+        raise P2PError(f"{args.data}: no rows")
+    fmt = {"plain": PlainFormat(args.text_field, args.label_field, "", ""), "alpaca": AlpacaFormat(),
+           "chat_template": ChatFormat()}[args.format]
+    batch = {key: [row.get(key) for row in rows] for key in dict.fromkeys(k for row in rows for k in row)}
+    found = audit_rows(RowView(texts=fmt.user_texts(batch), answers=fmt.answers(batch)), len(rows))
+    min_rows, purity = shortcut_thresholds(len(rows))
+    print(f"{args.data}: {len(rows)} rows ({args.format}); words seen in >= {min_rows} rows with one answer in >= "
+          f"{purity:.0%} of them, kept where a one-sided binomial test against that answer's share of the rows "
+          f"says chance cannot explain it (Bonferroni, alpha 0.05)")
+    if found:
+        print(format_markdown_table([{"word": t.word, "answer": t.answer, "rows": t.rows,
+                                      "rows with that answer": t.rows_with_answer, "log10 p": t.log10_p}
+                                     for t in found], ["word", "answer", "rows", "rows with that answer", "log10 p"]))
+    else:
+        print("no suspected trigger words")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"data": str(args.data), "rows": len(rows), "format": args.format,
+                                               "suspected_triggers": [t.to_dict() for t in found]}, indent=2) + "\n")
+        print(f"JSON: {args.json}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2p", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "suspected triggers (selection: avoid_shortcuts records them)")
     p.add_argument("--out", default="p2p_eval")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("audit", help="list the words of a training file that predict one answer beyond chance "
+                                     "(possible backdoor triggers; no model needed)")
+    p.add_argument("data", help="a .jsonl or .json file of training rows")
+    p.add_argument("--format", default="plain", choices=["plain", "alpaca", "chat_template"])
+    p.add_argument("--text-field", default="sentence", help="plain: input column")
+    p.add_argument("--label-field", default="label", help="plain: answer column")
+    p.add_argument("--json", default=None, help="also write the list here")
+    p.set_defaults(func=_audit)
 
     p = sub.add_parser("demo", help="attack SST-2, train no-defense and P2P models through Axolotl, compare")
     from .demo import add_demo_arguments, run_demo
