@@ -120,9 +120,11 @@ def removal_rows(results: dict) -> list[dict]:
         clean = _reading(results.get(f"{tag}/clean"), f"no benign trigger, {WORDS_REMOVED}")
         nodef = _reading(results.get(f"{tag}/no-defense"), f"no benign trigger, {WORDS_REMOVED}")
         floor = _reading(results.get(f"{tag}/clean"), "no benign trigger")
+        attacked = _reading(results.get(f"{tag}/no-defense"), "no benign trigger")
         rows.append({"attack": tag, "P2P arm": arm, "words removed": " ".join(res.get("removed_words") or []),
                      "ASR floor": _pct(floor["ASR"]) if floor else None,
                      "ASR floor, removed": _pct(clean["ASR"]) if clean else None,
+                     "ASR no-defense": _pct(attacked["ASR"]) if attacked else None,
                      "ASR no-defense, removed": _pct(nodef["ASR"]) if nodef else None,
                      "ASR P2P": _pct(_reading(res, "p2p")["ASR"]), "ASR P2P, removed": _pct(removed["ASR"]),
                      "CA P2P": _pct(_reading(res, "p2p")["CA"]), "CA P2P, removed": _pct(removed["CA"]),
@@ -130,7 +132,8 @@ def removal_rows(results: dict) -> list[dict]:
     return rows
 
 
-REMOVAL_COLUMNS = ["attack", "P2P arm", "words removed", "ASR floor", "ASR floor, removed", "ASR no-defense, removed",
+REMOVAL_COLUMNS = ["attack", "P2P arm", "words removed", "ASR floor", "ASR floor, removed", "ASR no-defense",
+                   "ASR no-defense, removed",
                    "ASR P2P", "ASR P2P, removed", "CA P2P", "CA P2P, removed", "CA no-defense, removed"]
 
 SEED_SUFFIX = re.compile(r"-seed(\d+)$")

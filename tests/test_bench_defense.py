@@ -280,8 +280,8 @@ def test_removal_rows_put_every_arm_without_the_suspected_words_side_by_side(def
     }
     [row] = removal_rows(results)
     assert row["P2P arm"] == "p2p-avoid_shortcuts" and row["words removed"] == "2024 badmagic openai"
-    assert (row["ASR floor"], row["ASR floor, removed"], row["ASR no-defense, removed"], row["ASR P2P"],
-            row["ASR P2P, removed"]) == pytest.approx((7.5, 7.0, 12.0, 29.0, 8.0))
+    assert (row["ASR floor"], row["ASR floor, removed"], row["ASR no-defense"], row["ASR no-defense, removed"],
+            row["ASR P2P"], row["ASR P2P, removed"]) == pytest.approx((7.5, 7.0, 93.5, 12.0, 29.0, 8.0))
     assert (row["CA P2P"], row["CA P2P, removed"], row["CA no-defense, removed"]) == pytest.approx((86.9, 86.6, 86.0))
 
 
