@@ -345,11 +345,8 @@ def suspected_words(poisoned: Path) -> frozenset[str]:
     ``avoid_shortcuts`` records as ``suspected_triggers``; SST-2 plain rows or BackdoorLLM alpaca
     rows): every arm of the attack, the clean model included, is also read without them."""
     rows = read_rows(poisoned)
-    if "sentence" in rows[0]:
-        view = RowView(texts=[row["sentence"] for row in rows], answers=[row["label"] for row in rows])
-    else:
-        batch = {key: [row.get(key) for row in rows] for key in ("instruction", "input")}
-        view = RowView(texts=AlpacaFormat().user_texts(batch), answers=[row["output"] for row in rows])
+    fmt = PlainFormat("sentence", "label", "", "") if "sentence" in rows[0] else AlpacaFormat()
+    view = RowView.from_rows(rows, fmt)
     words = frozenset(t.word for t in audit_rows(view, len(rows)))
     print(f"[bench] {poisoned.parent.name}: suspected trigger words {sorted(words) or 'none'}", flush=True)
     return words
@@ -409,10 +406,9 @@ def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
     manifest = read_manifest(arm_dir)
     recipe, entry = manifest.recipe, manifest.datasets[0]
     rows = read_rows(entry["source"])
-    batch = {key: [row.get(key) for row in rows] for key in rows[0]}
     fmt = (AlpacaFormat() if entry["format"] == "alpaca"
            else PlainFormat(recipe.text_field, recipe.answer_field, recipe.cue, recipe.benign_cue))
-    view = RowView(texts=fmt.user_texts(batch), answers=fmt.answers(batch))
+    view = RowView.from_rows(rows, fmt)
     chosen = select_rows(len(rows), recipe.ratio, recipe.seed, recipe.selection, dataset_key=entry["source"], rows=view)
     if hashlib.sha256(chosen.tobytes()).hexdigest() != entry["selected_digest"]:
         raise SystemExit(f"{arm_dir}: recomputed benign subset does not match the manifest's selected_digest")

@@ -82,8 +82,7 @@ def _audit(args):
         raise P2PError(f"{args.data}: no rows")
     fmt = {"plain": PlainFormat(args.text_field, args.label_field, "", ""), "alpaca": AlpacaFormat(),
            "chat_template": ChatFormat()}[args.format]
-    batch = {key: [row.get(key) for row in rows] for key in dict.fromkeys(k for row in rows for k in row)}
-    found = audit_rows(RowView(texts=fmt.user_texts(batch), answers=fmt.answers(batch)), len(rows))
+    found = audit_rows(RowView.from_rows(rows, fmt), len(rows))
     min_rows, purity = shortcut_thresholds(len(rows))
     print(f"{args.data}: {len(rows)} rows ({args.format}); words seen in >= {min_rows} rows with one answer in >= "
           f"{purity:.0%} of them, kept where a one-sided binomial test against that answer's share of the rows "

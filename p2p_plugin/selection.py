@@ -106,6 +106,12 @@ class RowView:
         self._texts, self._answers = texts, answers
         self.cache: dict = {}  # statistics computed from these rows (e.g. shortcuts.shortcut_statistics)
 
+    @classmethod
+    def from_rows(cls, rows: list[dict], fmt) -> "RowView":
+        """The user texts and answers of plain-Python ``rows`` (e.g. a read JSONL file) through a row format."""
+        batch = {key: [row.get(key) for row in rows] for key in dict.fromkeys(k for row in rows for k in row)}
+        return cls(texts=fmt.user_texts(batch), answers=fmt.answers(batch))
+
     def iter_batches(self):
         if self.dataset is None:
             yield list(self._texts), [str(a) for a in self._answers]

@@ -209,6 +209,6 @@ def test_suspected_trigger_words_can_be_removed_at_inference_and_in_the_evaluati
 
     clean_path, trig_path = write_jsonl(tmp_path / "c.jsonl", clean), write_jsonl(tmp_path / "t.jsonl", triggered)
     assert main(["eval", str(out), "--clean", str(clean_path), "--triggered", str(trig_path), "--target", "1",
-                 "--remove-suspected-triggers", "--out", str(tmp_path / "ev")]) in (0, None)
+                 "--remove-suspected-triggers", "--out", str(tmp_path / "ev")]) == 0
     written = json.loads(next((tmp_path / "ev").glob("*.json")).read_text())
     assert "p2p, suspected words removed" in json.dumps(written)
