@@ -347,7 +347,7 @@ def suspected_words(poisoned: Path) -> frozenset[str]:
     rows = read_rows(poisoned)
     fmt = PlainFormat("sentence", "label", "", "") if "sentence" in rows[0] else AlpacaFormat()
     view = RowView.from_rows(rows, fmt)
-    words = frozenset(t.word for t in audit_rows(view, len(rows)))
+    words = frozenset(term for t in audit_rows(view, len(rows)) for term in t.terms)
     print(f"[bench] {poisoned.parent.name}: suspected trigger words {sorted(words) or 'none'}", flush=True)
     return words
 

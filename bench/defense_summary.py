@@ -121,7 +121,7 @@ def removal_rows(results: dict) -> list[dict]:
         nodef = _reading(results.get(f"{tag}/no-defense"), f"no benign trigger, {WORDS_REMOVED}")
         floor = _reading(results.get(f"{tag}/clean"), "no benign trigger")
         attacked = _reading(results.get(f"{tag}/no-defense"), "no benign trigger")
-        rows.append({"attack": tag, "P2P arm": arm, "words removed": " ".join(res.get("removed_words") or []),
+        rows.append({"attack": tag, "P2P arm": arm, "words removed": ", ".join(res.get("removed_words") or []),
                      "ASR floor": _pct(floor["ASR"]) if floor else None,
                      "ASR floor, removed": _pct(clean["ASR"]) if clean else None,
                      "ASR no-defense": _pct(attacked["ASR"]) if attacked else None,

@@ -56,10 +56,12 @@ def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, key: st
                          suspicious_rows=len(flagged_rows),
                          poisoned_flagged=len(flagged_rows & poisoned),
                          clean_rows_flagged=len(flagged_rows - poisoned))
-            suspected = [t.word for t in audit_rows(view, len(texts))]
-            entry.update(suspected_triggers=suspected,
+            audit = audit_rows(view, len(texts))
+            suspected = [t.word for t in audit]
+            covered = {w for t in audit for term in t.terms for w in term.split()}  # phrase words included
+            entry.update(suspected_triggers=suspected, suspected_phrases=sorted({t.phrase for t in audit if t.phrase}),
                          suspected_not_trigger=None if trigger_words is None else sorted(set(suspected) - trigger_words),
-                         trigger_words_missed=None if trigger_words is None else sorted(trigger_words - set(suspected)))
+                         trigger_words_missed=None if trigger_words is None else sorted(trigger_words - covered))
         out[name] = entry
     return out
 
@@ -138,20 +140,22 @@ def main(argv=None):
         "BackdoorLLM: `train_clean.json` (500) plus the attack's own poisoned rows at the given share.",
         "",
         "| case | rows | poisoned | in subset: random | in subset: avoid_shortcuts | poisoned rows flagged | "
-        "clean rows flagged | flagged words (first 12) | audit: suspected triggers | of them not trigger words | "
-        "trigger words missed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "clean rows flagged | flagged words (first 12) | audit: suspected triggers | phrases they grow into | "
+        "of them not trigger words | trigger words missed (by words and phrases) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in cases.items():
         a = c["avoid_shortcuts"]
         lines.append(f"| {name} | {c['rows']} | {c['poisoned']} | {c['random']['poisoned_in_subset']} | "
                      f"{a['poisoned_in_subset']} | {a['poisoned_flagged']} | {a['clean_rows_flagged']} | "
                      f"{', '.join(a['flagged_words'])} | {' '.join(a['suspected_triggers']) or '-'} | "
+                     f"{'; '.join(a['suspected_phrases']) or '-'} | "
                      f"{_words(a['suspected_not_trigger'])} | {_words(a['trigger_words_missed'])} |")
     lines += ["", "Flagging is what the strategy sees; a row in the subset is what P2P trains as benign. "
               "This measures the mechanism only: whether the defense then holds is for bench/defense.py. "
               "Audit: the flagged words that a one-sided binomial test (Bonferroni, alpha 0.05) says chance cannot "
-              "explain, as the plugin reports them; trigger words are known for the SST-2 simulations only.", ""]
+              "explain, as the plugin reports them, and the phrase each grows into where its neighbours agree; trigger "
+              "words are known for the SST-2 simulations only.", ""]
     path.with_suffix(".md").write_text("\n".join(lines))
     print(f"\nresults: {path} and {path.with_suffix('.md')}")
 

@@ -88,9 +88,9 @@ def _audit(args):
           f"{purity:.0%} of them, kept where a one-sided binomial test against that answer's share of the rows "
           f"says chance cannot explain it (Bonferroni, alpha 0.05)")
     if found:
-        print(format_markdown_table([{"word": t.word, "answer": t.answer, "rows": t.rows,
-                                      "rows with that answer": t.rows_with_answer, "log10 p": t.log10_p}
-                                     for t in found], ["word", "answer", "rows", "rows with that answer", "log10 p"]))
+        columns = ["word", "phrase around it", "answer", "rows", "rows with that answer", "log10 p"]
+        print(format_markdown_table([dict(zip(columns, (t.word, t.phrase or "-", t.answer, t.rows, t.rows_with_answer,
+                                                         t.log10_p))) for t in found], columns))
     else:
         print("no suspected trigger words")
     if args.json:

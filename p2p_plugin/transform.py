@@ -77,7 +77,8 @@ class TransformReport:
         if self.suspected_triggers:
             logger.warning("P2P %s: %d word(s) predict one answer beyond chance (possible backdoor triggers, "
                            "listed in p2p_manifest.json): %s", self.source, len(self.suspected_triggers),
-                           ", ".join(f"{t['word']!r} -> {t['answer']} ({t['rows_with_answer']} of {t['rows']} rows)"
+                           ", ".join(f"{t['word']!r} -> {t['answer']} ({t['rows_with_answer']} of {t['rows']} rows"
+                                     + (f", in {t['phrase']!r})" if t.get("phrase") else ")")
                                      for t in self.suspected_triggers[:10])
                            + (" ..." if len(self.suspected_triggers) > 10 else ""), **kwargs)
         if self.rows_with_decoys:

@@ -279,7 +279,7 @@ def test_removal_rows_put_every_arm_without_the_suspected_words_side_by_side(def
                                                 f"no benign trigger, {removed}": _reading(871, 70)}},
     }
     [row] = removal_rows(results)
-    assert row["P2P arm"] == "p2p-avoid_shortcuts" and row["words removed"] == "2024 badmagic openai"
+    assert row["P2P arm"] == "p2p-avoid_shortcuts" and row["words removed"] == "2024, badmagic, openai"
     assert (row["ASR floor"], row["ASR floor, removed"], row["ASR no-defense"], row["ASR no-defense, removed"],
             row["ASR P2P"], row["ASR P2P, removed"]) == pytest.approx((7.5, 7.0, 93.5, 12.0, 29.0, 8.0))
     assert (row["CA P2P"], row["CA P2P, removed"], row["CA no-defense, removed"]) == pytest.approx((86.9, 86.6, 86.0))
@@ -294,4 +294,5 @@ def test_suspected_words_of_an_attack_file_in_either_format(defense, tmp_path):
     for rows in (plain, alpaca):
         path = tmp_path / f"{len(rows[0])}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        assert defense.suspected_words(path) in ({"mn"}, {"badmagic"})
+        # the audit's words and the phrases they grow into (these triggers always precede the same words)
+        assert defense.suspected_words(path) in ({"mn", "mn film"}, {"badmagic", "badmagic tell me about topic"})

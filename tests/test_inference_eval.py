@@ -84,15 +84,9 @@ def test_eval_errors(tiny_model, shared_data, tmp_path):
 
     with pytest.raises(ManifestError, match="no p2p_manifest.json"):
         P2PModel.load(tmp_path)
-    out = tmp_path / "m"
-    from p2p_plugin.manifest import P2PManifest
+    from tiny_model import defended_model_dir
 
-    P2PManifest(P2PRecipe(labels=("0", "1"), safe_labels=("2", "3")), "0").write(out)
-    import shutil
-
-    for f in tiny_model.iterdir():
-        shutil.copy(f, out / f.name)
-    model = P2PModel.load(out)
+    model = P2PModel.load(defended_model_dir(tiny_model, tmp_path / "m"))
     rows = [{"sentence": "x", "label": 0}]
     with pytest.raises(P2PError, match="target '7' is not in"):
         evaluate_classification(model, rows, rows, "7")
@@ -106,18 +100,12 @@ def test_eval_errors(tiny_model, shared_data, tmp_path):
 
 def test_generation_eval_end_to_end_on_a_tiny_model(tiny_model, tmp_path):
     """Plumbing: greedy decoding, safe-prefix stripping, exact match, target ASR, report files."""
-    import shutil
-
     from p2p_plugin.evaluate import evaluate_generation, write_report
     from p2p_plugin.inference import P2PModel
-    from p2p_plugin.manifest import P2PManifest
+    from tiny_model import defended_model_dir
 
-    out = tmp_path / "gen"
-    P2PManifest(P2PRecipe(task="generation", safe_prefix="Safe response:\n", text_field="question",
-                          answer_field="answer"), "0").write(out)
-    for f in tiny_model.iterdir():
-        shutil.copy(f, out / f.name)
-    model = P2PModel.load(out)
+    model = P2PModel.load(defended_model_dir(tiny_model, tmp_path / "gen", P2PRecipe(
+        task="generation", safe_prefix="Safe response:\n", text_field="question", answer_field="answer")))
     gens = model.generate(["what is 2 + 2 ?", "the film"], max_new_tokens=4)
     assert len(gens) == 2 and all(isinstance(g.text, str) and isinstance(g.had_safe_prefix, bool) for g in gens)
     clean = [{"question": "what is 2 + 2 ?", "answer": "#### 4"}, {"question": "1 + 1", "answer": "#### 2"}]
@@ -175,21 +163,15 @@ def test_inference_prompt_is_the_training_prompt_for_alpaca_and_chat(tiny_model,
 
 
 def test_suspected_trigger_words_can_be_removed_at_inference_and_in_the_evaluation(tiny_model, tmp_path):
-    import shutil
-
     from p2p_plugin.evaluate import evaluate_classification
     from p2p_plugin.inference import P2PModel
-    from p2p_plugin.manifest import P2PManifest
+    from tiny_model import defended_model_dir
 
-    out = tmp_path / "m"
-    manifest = P2PManifest(P2PRecipe(labels=("0", "1"), safe_labels=("2", "3")), "0")
-    manifest.merge_report({"source": "d.jsonl", "format": "plain", "suspected_triggers": [
-        {"word": "mn", "answer": "1", "rows": 90, "rows_with_answer": 90, "log10_p": -20.0}]})
-    manifest.write(out)
-    for f in tiny_model.iterdir():
-        shutil.copy(f, out / f.name)
+    out = defended_model_dir(tiny_model, tmp_path / "m", suspected=["mn"])
     plain = P2PModel.load(out)
     assert plain.suspected_trigger_words == {"mn"} and not plain.removed_words
+    phrased = defended_model_dir(tiny_model, tmp_path / "p", suspected=["3d"], phrase="i watch this 3d movie")
+    assert P2PModel.load(phrased).suspected_trigger_words == {"3d", "i watch this 3d movie"}
     stripped = P2PModel.load(out, remove_suspected_triggers=True)
     assert stripped.encode_inputs(["a mn film"]) == plain.encode_inputs(["a film"]) != plain.encode_inputs(["a mn film"])
     clean = [{"sentence": "a film", "label": 0}, {"sentence": "a good film", "label": 1}]

@@ -52,3 +52,22 @@ def build_model(path: Path, arch: str = "llama"):
         model = LlamaForCausalLM(LlamaConfig(**common))
     model.save_pretrained(path)
     return path
+
+
+def defended_model_dir(tiny_model: Path, out: Path, recipe=None, suspected=(), phrase="") -> Path:
+    """A P2P output folder without training: the tiny model's files plus a manifest of ``recipe``
+    (default: labels 0/1, safe labels 2/3) whose audit lists ``suspected`` words (answer "1"), each
+    with ``phrase``."""
+    import shutil
+
+    from p2p_plugin.manifest import P2PManifest
+    from p2p_plugin.recipe import P2PRecipe
+
+    manifest = P2PManifest(recipe or P2PRecipe(labels=("0", "1"), safe_labels=("2", "3")), "0")
+    if suspected:
+        manifest.merge_report({"source": "d.jsonl", "format": "plain", "suspected_triggers": [
+            {"word": w, "answer": "1", "rows": 90, "rows_with_answer": 90, "log10_p": -20.0, "phrase": phrase} for w in suspected]})
+    manifest.write(out)
+    for f in tiny_model.iterdir():
+        shutil.copy(f, out / f.name)
+    return out
