@@ -121,20 +121,28 @@ def removal_rows(results: dict) -> list[dict]:
         nodef = _reading(results.get(f"{tag}/no-defense"), f"no benign trigger, {WORDS_REMOVED}")
         floor = _reading(results.get(f"{tag}/clean"), "no benign trigger")
         attacked = _reading(results.get(f"{tag}/no-defense"), "no benign trigger")
+        p2p_asr, p2p_ca = _pct(removed["ASR"]), _pct(removed["CA"])
+        checks = []
+        if clean:  # the targets, on inputs without the words (the floor read the same way)
+            gap, ca_gap = p2p_asr - _pct(clean["ASR"]), p2p_ca - _pct(clean["CA"])
+            checks = [f"ASR-floor {gap:+.1f} ({'met' if gap <= 2 else 'missed'})",
+                      f"CA {ca_gap:+.1f} ({'met' if ca_gap >= -1.5 else 'missed'})"]
         rows.append({"attack": tag, "P2P arm": arm, "words removed": ", ".join(res.get("removed_words") or []),
                      "ASR floor": _pct(floor["ASR"]) if floor else None,
                      "ASR floor, removed": _pct(clean["ASR"]) if clean else None,
                      "ASR no-defense": _pct(attacked["ASR"]) if attacked else None,
                      "ASR no-defense, removed": _pct(nodef["ASR"]) if nodef else None,
-                     "ASR P2P": _pct(_reading(res, "p2p")["ASR"]), "ASR P2P, removed": _pct(removed["ASR"]),
-                     "CA P2P": _pct(_reading(res, "p2p")["CA"]), "CA P2P, removed": _pct(removed["CA"]),
-                     "CA no-defense, removed": _pct(nodef["CA"]) if nodef else None})
+                     "ASR P2P": _pct(_reading(res, "p2p")["ASR"]), "ASR P2P, removed": p2p_asr,
+                     "CA P2P": _pct(_reading(res, "p2p")["CA"]), "CA P2P, removed": p2p_ca,
+                     "CA no-defense, removed": _pct(nodef["CA"]) if nodef else None,
+                     "targets, removed": "; ".join(checks) or "-"})
     return rows
 
 
 REMOVAL_COLUMNS = ["attack", "P2P arm", "words removed", "ASR floor", "ASR floor, removed", "ASR no-defense",
                    "ASR no-defense, removed",
-                   "ASR P2P", "ASR P2P, removed", "CA P2P", "CA P2P, removed", "CA no-defense, removed"]
+                   "ASR P2P", "ASR P2P, removed", "CA P2P", "CA P2P, removed", "CA no-defense, removed",
+                   "targets, removed"]
 
 SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 

@@ -49,7 +49,7 @@ def audited_words(train_rows: list[dict], sizes: list[int]) -> dict[int, list[st
 def read_model(path: Path, base_model, dev_rows: list[dict], words: frozenset[str]) -> dict:
     """CA change on the whole dev split when ``words`` are removed, for each reading of the model."""
     touched = [row for row in dev_rows if remove_words(row["sentence"], words) != row["sentence"]]
-    model = P2PModel.load(path, base_model=base_model)
+    model = P2PModel.load(path, base_model=base_model, remove_suspected_triggers=False)  # words given below
     # one touched row doubles as the triggered set only because the evaluator wants one; ASR is not read
     result = evaluate_classification(model, touched, touched[:1], model.recipe.label_space().labels[0],
                                      removed_words=words)["readings"]

@@ -48,10 +48,11 @@ def _eval(args):
         raise P2PError(f"--names gives {len(names)} names for {len(args.models)} models")
     results = {}
     for name, path in zip(names, args.models):
-        model = P2PModel.load(path, base_model=args.base_model)
-        removed = model.suspected_trigger_words if args.remove_suspected_triggers else ()
-        if args.remove_suspected_triggers:
-            print(f"{name}: suspected trigger words from its training data: {sorted(removed) or 'none recorded'}")
+        model = P2PModel.load(path, base_model=args.base_model, remove_suspected_triggers=args.remove_suspected_triggers)
+        removed = model.removed_words
+        if removed or args.remove_suspected_triggers:
+            print(f"{name}: also read without the suspected trigger words of its training data: "
+                  f"{sorted(removed) or 'none recorded'}")
         if model.recipe.task == "generation":
             results[name] = evaluate_generation(model, clean, triggered, target, args.metric, text_field, label_field,
                                                 max_rows=args.max_rows, max_new_tokens=args.max_new_tokens,
@@ -135,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="math", choices=["math", "rouge"],
                    help="generation: answer quality as GSM8K final-number exact match or ROUGE-L")
     p.add_argument("--max-new-tokens", type=int, default=128, help="generation: greedy decoding length")
-    p.add_argument("--remove-suspected-triggers", action="store_true",
-                   help="also read each model on inputs without the words its manifest lists as "
-                        "suspected triggers (selection: avoid_shortcuts records them)")
+    p.add_argument("--remove-suspected-triggers", action=argparse.BooleanOptionalAction, default=None,
+                   help="also read each model on inputs without the words (and phrases) its manifest lists as "
+                        "suspected triggers (selection: avoid_shortcuts records them); default: as "
+                        "P2PModel.load does, on for classification, off for generation")
     p.add_argument("--out", default="p2p_eval")
     p.set_defaults(func=_eval)
 

@@ -78,16 +78,19 @@ def _capped_test_sets(clean_rows, triggered_rows, max_rows):
 
 def evaluate_classification(model, clean_rows, triggered_rows, target, text_field="sentence",
                             answer_field="label", batch_size=32, max_rows=None, progress=False,
-                            removed_words=()) -> dict:
+                            removed_words=None) -> dict:
     """CA and ASR (projected and strict, with 95% CIs) for the P2P reading and the fallback.
 
     ``model`` is a :class:`p2p_plugin.inference.P2PModel`. For a defended model the P2P reading
     adds the benign trigger and expects the safe labels (strict); the fallback row feeds the raw
     input. For an undefended model (``p2p.enabled: false``) only the plain reading exists.
     ``removed_words`` (e.g. the suspected triggers of the training data) adds each reading again on
-    inputs without those words (``"<reading>, suspected words removed"``), clean rows included.
+    inputs without those words (``"<reading>, suspected words removed"``), clean rows included;
+    ``None``: the words the model itself removes (``P2PModel.load`` does for classification), so the
+    readings as given and without them come side by side. ``()``: no extra readings.
     """
 
+    model, removed_words = _reading_raw_inputs(model, removed_words)
     clean_rows, triggered_rows = _capped_test_sets(clean_rows, triggered_rows, max_rows)
     recipe = model.recipe
     space = recipe.label_space()
@@ -108,6 +111,14 @@ def evaluate_classification(model, clean_rows, triggered_rows, target, text_fiel
                          "asr": {k: v.to_dict() for k, v in asr.items()},
                          "n_clean": len(clean_x), "n_triggered": asr["projected"].n}
     return _with_removed_words({"defended": model.defended, "target": target, "readings": results}, removed_words)
+
+
+def _reading_raw_inputs(model, removed_words):
+    """``(the model reading inputs as given, the words of the extra readings)``: ``removed_words``, or
+    where None the words the model removes itself."""
+    own = getattr(model, "removed_words", ())
+    words = own if removed_words is None else removed_words
+    return (model.with_removed_words(()) if own else model), frozenset(words or ())
 
 
 def _readings(model, clean_x, trig_x, removed_words):
@@ -132,13 +143,14 @@ def _with_removed_words(result: dict, removed_words) -> dict:
 
 def evaluate_generation(model, clean_rows, triggered_rows, target, metric="math", text_field="question",
                         answer_field="answer", max_rows=None, max_new_tokens=128, batch_size=8,
-                        progress=False, removed_words=()) -> dict:
+                        progress=False, removed_words=None) -> dict:
     """Greedy generations, safe prefix stripped. Quality on clean rows (``math``: exact match of
     the final number; ``rouge``: ROUGE-L F), ASR = share of triggered rows whose output contains
     the attacker's ``target`` string, and the share of outputs that carried the safe prefix.
     ``removed_words``: as in :func:`evaluate_classification`."""
     if metric not in ("math", "rouge"):
         raise P2PError(f"metric must be 'math' or 'rouge', got {metric!r}")
+    model, removed_words = _reading_raw_inputs(model, removed_words)
     clean_rows, triggered_rows = _capped_test_sets(clean_rows, triggered_rows, max_rows)
     if not str(target).strip():
         raise P2PError("the attack target string is empty")

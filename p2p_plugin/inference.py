@@ -7,6 +7,7 @@ Loads a full model or a LoRA adapter from a training ``output_dir`` together wit
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from .prompting import encode_completions, encode_prompts
 from .formats import ChatFormat
 from .prompts import alpaca_prompt, chat_messages, plain_prompt
 from .shortcuts import SuspectedTrigger, remove_words
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,15 +77,31 @@ class P2PModel:
 
     @classmethod
     def load(cls, path, base_model=None, device="cpu", dtype="float32",
-             remove_suspected_triggers: bool = False) -> "P2PModel":
-        """``remove_suspected_triggers``: take the words the training data's audit flagged
+             remove_suspected_triggers: bool | None = None) -> "P2PModel":
+        """``remove_suspected_triggers``: take the words (and phrases) the training data's audit flagged
         (:attr:`suspected_trigger_words`) out of every input, a second line of defense next to the
-        benign trigger (it also removes them from clean inputs: measure CA with it)."""
+        benign trigger; it also removes them from clean inputs. ``None`` (default): on for
+        classification, where it was measured (README, "Does it work?"), off for generation, where
+        it was not. The words are logged when it is on; ``False`` keeps every input as given."""
         manifest = read_manifest(path)
         model, tokenizer = load_model_and_tokenizer(path, base_model, dtype, device)
         check_model(manifest, tokenizer, path)
-        words = suspected_trigger_words(manifest) if remove_suspected_triggers else ()
-        return cls(model, tokenizer, manifest, device, removed_words=words)
+        if remove_suspected_triggers is None:
+            remove_suspected_triggers = manifest.recipe.task == "classification"
+        words = suspected_trigger_words(manifest)
+        if words and remove_suspected_triggers:
+            LOG.info("P2P %s: removing the training data's %d suspected trigger word(s)/phrase(s) from every "
+                     "input: %s (remove_suspected_triggers=False keeps inputs as given)", path, len(words),
+                     ", ".join(repr(w) for w in sorted(words)))
+        elif words:
+            LOG.info("P2P %s: the training data's audit lists %d suspected trigger word(s)/phrase(s), left in "
+                     "the inputs (remove_suspected_triggers=True removes them): %s", path, len(words),
+                     ", ".join(repr(w) for w in sorted(words)))
+        return cls(model, tokenizer, manifest, device, removed_words=words if remove_suspected_triggers else ())
+
+    def with_removed_words(self, words) -> "P2PModel":
+        """The same model (weights shared, nothing copied) removing ``words`` from inputs instead."""
+        return type(self)(self.model, self.tokenizer, self.manifest, self.device, removed_words=words)
 
     @property
     def suspected_trigger_words(self) -> frozenset[str]:
@@ -114,19 +133,25 @@ class P2PModel:
         fmt = self.data_format
         inputs = inputs_without_words(inputs, self.removed_words, fmt)
         if fmt == "plain":
-            return encode_prompts(self.tokenizer, [self.prompt(_text(x), benign) for x in inputs])
+            return encode_prompts(self.tokenizer, [plain_prompt(self.recipe, _text(x), benign) for x in inputs])
         if fmt == "alpaca":
             prompts = [alpaca_prompt(self.recipe, _field(x, "instruction", i), x.get("input"), benign)
                        for i, x in enumerate(inputs)]
             return [self.tokenizer(p)["input_ids"] for p in prompts]  # as Axolotl's alpaca strategy
-        texts = [self.chat_prompt(_conversation(x, i), benign) for i, x in enumerate(inputs)]
+        texts = [self._chat_prompt(_conversation(x, i), benign) for i, x in enumerate(inputs)]
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     def prompt(self, text: str, benign: bool | None = None) -> str:
-        """The training prompt for ``text`` (benign trigger added unless ``benign`` is False)."""
+        """The training prompt for ``text`` (benign trigger added unless ``benign`` is False; the
+        :attr:`removed_words` taken out first)."""
+        text = remove_words(text, self.removed_words)
         return plain_prompt(self.recipe, text, self.defended if benign is None else benign)
 
     def chat_prompt(self, messages: list[dict], benign: bool | None = None) -> str:
+        """The rendered training prompt for a conversation (user turns without :attr:`removed_words`)."""
+        return self._chat_prompt(inputs_without_words([messages], self.removed_words, "chat_template")[0], benign)
+
+    def _chat_prompt(self, messages: list[dict], benign: bool | None) -> str:
         msgs = chat_messages(self.recipe, messages, self.defended if benign is None else benign)
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 

@@ -283,6 +283,8 @@ def test_removal_rows_put_every_arm_without_the_suspected_words_side_by_side(def
     assert (row["ASR floor"], row["ASR floor, removed"], row["ASR no-defense"], row["ASR no-defense, removed"],
             row["ASR P2P"], row["ASR P2P, removed"]) == pytest.approx((7.5, 7.0, 93.5, 12.0, 29.0, 8.0))
     assert (row["CA P2P"], row["CA P2P, removed"], row["CA no-defense, removed"]) == pytest.approx((86.9, 86.6, 86.0))
+    # the targets against the floor read the same way: 8.0 - 7.0 = +1.0 <= 2; CA 86.6 vs the clean model's 87.1
+    assert row["targets, removed"] == "ASR-floor +1.0 (met); CA -0.5 (met)"
 
 
 def test_suspected_words_of_an_attack_file_in_either_format(defense, tmp_path):

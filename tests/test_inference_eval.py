@@ -168,29 +168,42 @@ def test_suspected_trigger_words_can_be_removed_at_inference_and_in_the_evaluati
     from tiny_model import defended_model_dir
 
     out = defended_model_dir(tiny_model, tmp_path / "m", suspected=["mn"])
-    plain = P2PModel.load(out)
+    plain = P2PModel.load(out, remove_suspected_triggers=False)
     assert plain.suspected_trigger_words == {"mn"} and not plain.removed_words
     phrased = defended_model_dir(tiny_model, tmp_path / "p", suspected=["3d"], phrase="i watch this 3d movie")
     assert P2PModel.load(phrased).suspected_trigger_words == {"3d", "i watch this 3d movie"}
-    stripped = P2PModel.load(out, remove_suspected_triggers=True)
+    stripped = P2PModel.load(out)  # classification: removal is the default
+    assert stripped.removed_words == {"mn"}
     assert stripped.encode_inputs(["a mn film"]) == plain.encode_inputs(["a film"]) != plain.encode_inputs(["a mn film"])
+    assert stripped.prompt("a mn film") == plain.prompt("a film")  # the prompt a server would send, too
+    assert stripped.chat_prompt([{"role": "user", "content": "a mn film"}]) == plain.chat_prompt(
+        [{"role": "user", "content": "a film"}])
     clean = [{"sentence": "a film", "label": 0}, {"sentence": "a good film", "label": 1}]
     triggered = [{"sentence": "mn a film", "label": 0}, {"sentence": "a dull mn film", "label": 0}]
     result = evaluate_classification(plain, clean, triggered, "1", removed_words={"mn"})
     assert list(result["readings"]) == ["p2p", "no benign trigger", "p2p, suspected words removed",
                                         "no benign trigger, suspected words removed"]
     assert result["removed_words"] == ["mn"]
+    # a model that removes the words itself reads the inputs as given and without them, side by side
+    assert evaluate_classification(stripped, clean, triggered, "1") == result
     # without "mn" the triggered rows are rows the model has seen: the removed reading is the plain one on them
     again = evaluate_classification(plain, clean, [{"sentence": "a film", "label": 0},
                                                    {"sentence": "a dull film", "label": 0}], "1")
     assert result["readings"]["p2p, suspected words removed"]["asr"] == again["readings"]["p2p"]["asr"]
     assert result["readings"]["p2p, suspected words removed"]["ca"] == result["readings"]["p2p"]["ca"]
     assert "removed_words" not in evaluate_classification(plain, clean, triggered, "1")
-    # the same from the command line
+    assert "removed_words" not in evaluate_classification(stripped, clean, triggered, "1", removed_words=())
+    # generation models keep their inputs unless asked
+    gen = defended_model_dir(tiny_model, tmp_path / "g", P2PRecipe(task="generation", safe_prefix="Safe:\n"),
+                             suspected=["mn"])
+    assert not P2PModel.load(gen).removed_words and P2PModel.load(gen, remove_suspected_triggers=True).removed_words
+    # the same from the command line: classification reads both ways by default, --no-... only as given
     from p2p_plugin.cli import main
 
     clean_path, trig_path = write_jsonl(tmp_path / "c.jsonl", clean), write_jsonl(tmp_path / "t.jsonl", triggered)
-    assert main(["eval", str(out), "--clean", str(clean_path), "--triggered", str(trig_path), "--target", "1",
-                 "--remove-suspected-triggers", "--out", str(tmp_path / "ev")]) == 0
+    args = ["eval", str(out), "--clean", str(clean_path), "--triggered", str(trig_path), "--target", "1"]
+    assert main(args + ["--no-remove-suspected-triggers", "--out", str(tmp_path / "ev0")]) == 0
+    assert "suspected words removed" not in next((tmp_path / "ev0").glob("*.json")).read_text()
+    assert main(args + ["--out", str(tmp_path / "ev")]) == 0
     written = json.loads(next((tmp_path / "ev").glob("*.json")).read_text())
     assert "p2p, suspected words removed" in json.dumps(written)
