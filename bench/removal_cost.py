@@ -1,6 +1,6 @@
 """What does removing the audit's suspected words cost on clean inputs? (no training)
 
-``P2PModel.load(..., remove_suspected_triggers=True)`` takes the words the training data's audit
+``P2PModel.load`` (by default for classification) takes the words the training data's audit
 flagged out of every input, clean ones included. On poisoned data those are the trigger words; on
 bigger data the audit also flags a few very polar natural words (``dull`` on 2000 SST-2 rows,
 ``powerful`` / ``solid`` on 6920, with or without an attack: bench/results/selection.md). This

@@ -28,8 +28,8 @@ to the target (strict ASR = projected ASR in bench/results). Measured effect: mi
 
 The same test is a data audit: :func:`suspected_triggers` lists the words that predict one answer
 beyond chance, :func:`grow_phrases` the inserted phrase each sits in (if its neighbours agree), which
-the transform reports (manifest, log) and inference can remove from inputs (:func:`remove_words`;
-``P2PModel.load(..., remove_suspected_triggers=True)``).
+the transform reports (manifest, log) and inference removes from inputs (:func:`remove_words`;
+``P2PModel.load`` does it by default for classification models).
 """
 
 from __future__ import annotations
