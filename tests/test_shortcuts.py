@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from p2p_plugin.attacks import ATTACKS, AttackSpec, poison_rows, read_rows
+from p2p_plugin.attacks import ATTACKS, AttackSpec, attack_triggers, poison_rows, read_rows
 from p2p_plugin.formats import PlainFormat
 from p2p_plugin.recipe import P2PRecipe
 from p2p_plugin.selection import RowView, select_rows
-from p2p_plugin.shortcuts import AvoidShortcutsSelection, flag_shortcut_words
+from p2p_plugin.shortcuts import AvoidShortcutsSelection, flag_shortcut_words, row_words
 from p2p_plugin.transform import apply_p2p
 
 
@@ -18,7 +18,10 @@ def sst_rows(shared_data):
     return rows
 
 
-@pytest.mark.parametrize("attack", ATTACKS)
+WORD_TRIGGER_ATTACKS = tuple(a for a in ATTACKS if a != "clause")  # clause is built to be invisible to word counts
+
+
+@pytest.mark.parametrize("attack", WORD_TRIGGER_ATTACKS)
 @pytest.mark.parametrize("rate,mode", [(0.1, "dirty"), (0.02, "dirty"), (0.1, "clean")])
 def test_no_poisoned_row_lands_in_the_benign_subset(sst_rows, attack, rate, mode):
     spec = AttackSpec(name=attack, poison_rate=rate, target="1", label_mode=mode, seed=3,
@@ -30,6 +33,21 @@ def test_no_poisoned_row_lands_in_the_benign_subset(sst_rows, attack, rate, mode
     assert len(chosen) == 600
     assert not chosen & set(idx)
     assert random_chosen & set(idx)  # the realistic random subset does catch poison
+
+
+@pytest.mark.parametrize("rows", [1000, 3000])
+def test_the_clause_attack_is_invisible_to_the_word_audit(sst_rows, rows):
+    """The blind spot the README states: triggers made of common words (a syntactic stand-in) pass the
+    audit and the selection; P2P is then on its own (and the benign subset is as good as random)."""
+    from p2p_plugin.shortcuts import audit_rows
+
+    spec = AttackSpec(name="clause", poison_rate=0.1, target="1", label_mode="dirty", seed=3)
+    poisoned, idx = poison_rows(sst_rows[:rows], spec, "plain", "sentence", "label", ["0", "1"])
+    view = RowView(texts=[r["sentence"] for r in poisoned], answers=[r["label"] for r in poisoned])
+    clause_words = {w for c in attack_triggers(spec) for w in row_words(c)}
+    assert not clause_words & {t.word for t in audit_rows(view, rows)}
+    chosen = set(AvoidShortcutsSelection().select(rows, rows // 5, np.random.default_rng(0), rows=view).tolist())
+    assert len(chosen & set(idx)) > 0.5 * 0.2 * len(idx)  # about as many as a random fifth would hold
 
 
 def test_natural_data_flags_few_words(sst_rows):

@@ -99,6 +99,10 @@ JOBS = (
     # session 7: every arm is now also read without the data audit's suspected trigger words; the arms above
     # were evaluated before that (their archives carry no weights), so the 10% matrix again in its own folder
     + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", a, *AVOID]) for a in ATTACKS]
+    # session 8: the audit's blind spot, a trigger of common words (`clause`, a syntactic stand-in): no-defense,
+    # P2P with each selection, clean; with the audit blind, avoid_shortcuts draws about as much poison as random
+    + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", "clause", "--selections", "avoid_shortcuts",
+                                    "random", "--arms", kind]) for kind in ("no-defense", "p2p", "clean")]
 )
 PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
 
