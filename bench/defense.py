@@ -46,7 +46,7 @@ from p2p_plugin.attacks import AttackSpec, read_rows, simulate_attack, triggered
 from p2p_plugin.recipe import P2PRecipe  # noqa: E402
 from p2p_plugin.formats import AlpacaFormat, PlainFormat  # noqa: E402
 from p2p_plugin.selection import RowView, select_rows  # noqa: E402
-from p2p_plugin.shortcuts import audit_rows  # noqa: E402
+from p2p_plugin.shortcuts import audit_rows, removal_terms  # noqa: E402
 from p2p_plugin.evaluate import bar_chart, evaluate_classification, evaluate_generation, table_rows  # noqa: E402
 from p2p_plugin.inference import P2PModel  # noqa: E402
 from p2p_plugin.manifest import read_manifest  # noqa: E402
@@ -347,7 +347,7 @@ def suspected_words(poisoned: Path) -> frozenset[str]:
     rows = read_rows(poisoned)
     fmt = PlainFormat("sentence", "label", "", "") if "sentence" in rows[0] else AlpacaFormat()
     view = RowView.from_rows(rows, fmt)
-    words = frozenset(term for t in audit_rows(view, len(rows)) for term in t.terms)
+    words = removal_terms(audit_rows(view, len(rows)))
     print(f"[bench] {poisoned.parent.name}: suspected trigger words {sorted(words) or 'none'}", flush=True)
     return words
 

@@ -33,7 +33,7 @@ from p2p_plugin.formats import PlainFormat  # noqa: E402
 from p2p_plugin.inference import P2PModel  # noqa: E402
 from p2p_plugin.runs import resolve_model  # noqa: E402
 from p2p_plugin.selection import RowView  # noqa: E402
-from p2p_plugin.shortcuts import audit_rows, remove_words  # noqa: E402
+from p2p_plugin.shortcuts import audit_rows, remove_words, removal_terms  # noqa: E402
 
 
 def audited_words(train_rows: list[dict], sizes: list[int]) -> dict[int, list[str]]:
@@ -42,7 +42,7 @@ def audited_words(train_rows: list[dict], sizes: list[int]) -> dict[int, list[st
     out = {}
     for n in sizes:
         head = train_rows[:n]
-        out[n] = [term for t in audit_rows(RowView.from_rows(head, fmt), len(head)) for term in t.terms]
+        out[n] = sorted(removal_terms(audit_rows(RowView.from_rows(head, fmt), len(head))))
     return out
 
 

@@ -16,7 +16,7 @@ from .manifest import P2PManifest, check_model, read_manifest
 from .prompting import encode_completions, encode_prompts
 from .formats import ChatFormat
 from .prompts import alpaca_prompt, chat_messages, plain_prompt
-from .shortcuts import SuspectedTrigger, remove_words
+from .shortcuts import SuspectedTrigger, remove_words, removal_terms
 
 LOG = logging.getLogger(__name__)
 
@@ -248,8 +248,8 @@ class P2PModel:
 def suspected_trigger_words(manifest: P2PManifest) -> frozenset[str]:
     """The words of every dataset's ``suspected_triggers`` in the manifest, and the phrases they grew
     into (entries with spaces, which :func:`~p2p_plugin.shortcuts.remove_words` removes as a whole)."""
-    return frozenset(term for d in manifest.datasets for t in d.get("suspected_triggers") or []
-                     for term in SuspectedTrigger.from_dict(t).terms)
+    return removal_terms(SuspectedTrigger.from_dict(t) for d in manifest.datasets
+                         for t in d.get("suspected_triggers") or [])
 
 
 def inputs_without_words(inputs: list, words, fmt: str = "plain") -> list:

@@ -192,6 +192,11 @@ def audit_rows(view, num_rows: int) -> list[SuspectedTrigger]:
     return grow_phrases(view, suspected_triggers(shortcut_statistics(view, *shortcut_thresholds(num_rows))))
 
 
+def removal_terms(suspects) -> frozenset[str]:
+    """What :func:`remove_words` takes out for these :class:`SuspectedTrigger` s: every phrase and word."""
+    return frozenset(term for t in suspects for term in t.terms)
+
+
 def grow_phrases(view, suspects: list[SuspectedTrigger], agreement: float = PHRASE_AGREEMENT,
                  max_words: int = PHRASE_MAX_WORDS) -> list[SuspectedTrigger]:
     """Each suspect with its :attr:`~SuspectedTrigger.phrase`: over the rows that hold the word with its
