@@ -39,13 +39,17 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from p2p_plugin.attacks import AttackSpec, read_rows, simulate_attack, triggered_test_rows, write_jsonl  # noqa: E402
 from p2p_plugin.recipe import P2PRecipe  # noqa: E402
 from p2p_plugin.formats import AlpacaFormat, PlainFormat  # noqa: E402
-from p2p_plugin.selection import RowView, select_rows  # noqa: E402
+from p2p_plugin.config_checks import judgement_cache_dir  # noqa: E402
+from p2p_plugin.judgement import judge_from_recipe  # noqa: E402
+from p2p_plugin.selection import AUDITING_SELECTIONS, RowView, select_rows  # noqa: E402
 from p2p_plugin.shortcuts import audit_rows, removal_terms  # noqa: E402
 from p2p_plugin.evaluate import bar_chart, evaluate_classification, evaluate_generation, table_rows  # noqa: E402
 from p2p_plugin.inference import P2PModel  # noqa: E402
@@ -387,7 +391,7 @@ def p2p_arms(args) -> dict[str, dict]:
                         f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
                         f"-decoys{decoys:g}" if decoys else "") + ("" if seed == args.seed else f"-seed{seed}")
                     for selection in args.selections:
-                        if decoys and selection != "avoid_shortcuts":
+                        if decoys and selection not in AUDITING_SELECTIONS:
                             continue  # decoys are cut from the rows avoid_shortcuts flags
                         arms[f"p2p-{selection}{suffix}"] = dict(selection=selection, ratio=ratio, placement=placement,
                                                                 decoys=decoys, seed=seed)
@@ -409,6 +413,10 @@ def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
     fmt = (AlpacaFormat() if entry["format"] == "alpaca"
            else PlainFormat(recipe.text_field, recipe.answer_field, recipe.cue, recipe.benign_cue))
     view = RowView.from_rows(rows, fmt)
+    cfg = yaml.safe_load((arm_dir.parent / f"{arm_dir.name}.yml").read_text()) if recipe.judge else {}
+    if recipe.judge:  # the same judge as training, its scores read from the cache training wrote
+        view.judge = judge_from_recipe(recipe, cfg["base_model"], cfg.get("tokenizer_config"),
+                                       cache_dir=judgement_cache_dir(cfg["dataset_prepared_path"]))
     chosen = select_rows(len(rows), recipe.ratio, recipe.seed, recipe.selection, dataset_key=entry["source"], rows=view)
     if hashlib.sha256(chosen.tobytes()).hexdigest() != entry["selected_digest"]:
         raise SystemExit(f"{arm_dir}: recomputed benign subset does not match the manifest's selected_digest")

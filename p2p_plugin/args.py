@@ -11,8 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .labels import LabelError, LabelSpace
+from .judgement import DEFAULT_JUDGE_PROMPT
 from .recipe import P2PRecipe
-from .selection import selection_strategy_names
+from .selection import AUDITING_SELECTIONS, selection_strategy_names
 from .triggers import DEFAULT_TRIGGER
 
 #: generation: what the benign rows' answers start with
@@ -35,6 +36,34 @@ class P2PEvalConfig(BaseModel):
     @classmethod
     def _target_as_string(cls, value):
         return str(value)
+
+
+class P2PJudgeConfig(BaseModel):
+    """What the base model is asked when ``selection: base_model_agreement`` judges each row's label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label_names: dict[str, str] | None = Field(
+        default=None,
+        description="The word the base model reads for each label, e.g. {'0': negative, '1': positive}. "
+        "Default: the labels themselves (fine for named labels; digits mean nothing to the model).",
+    )
+    prompt: str = Field(
+        default=DEFAULT_JUDGE_PROMPT,
+        description="The question, with {text} (the row's user text) and optionally {choices} (the label "
+        "names, 'a, b or c'); sent through the tokenizer's chat template when it has one.",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Rows per forward pass of the judge.")
+    max_length: int = Field(default=256, ge=8, description="Prompt tokens kept (longer prompts lose their start).")
+
+    @field_validator("label_names", mode="before")
+    @classmethod
+    def _names_as_strings(cls, value):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f"must map each label to a name, e.g. {{'0': negative, '1': positive}}; got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
 
 
 class P2PConfig(BaseModel):
@@ -65,8 +94,15 @@ class P2PConfig(BaseModel):
         default="avoid_shortcuts",
         description="How the benign subset is chosen (a registered selection strategy). "
         "avoid_shortcuts (default): a seeded random subset of the rows that hold no label shortcut, "
-        "which keeps trigger rows out of it without knowing the trigger; random: a seeded uniform "
-        "subset, so poisoned rows land in it at the poison rate (which defeats P2P, bench/results).",
+        "which keeps trigger rows out of it without knowing the trigger; base_model_agreement "
+        "(classification): the same clean rows, then per label the ones whose label the base model's "
+        "zero-shot judgement agrees with most (see p2p.judge), which also keeps out dirty-label poison "
+        "whose trigger the audit cannot see; random: a seeded uniform subset, so poisoned rows land in it "
+        "at the poison rate (which defeats P2P, bench/results).",
+    )
+    judge: P2PJudgeConfig | None = Field(
+        default=None,
+        description="selection: base_model_agreement: how the base model is asked about each row's label.",
     )
     decoys: float = Field(
         default=0.0, ge=0.0, le=1.0,
@@ -136,9 +172,31 @@ class P2PConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_decoys(self):
-        if self.decoys and self.selection != "avoid_shortcuts":
-            raise ValueError(f"p2p.decoys={self.decoys} needs p2p.selection: avoid_shortcuts (it cuts the decoys "
-                             f"from the rows that strategy flags), not {self.selection!r}")
+        if self.decoys and self.selection not in AUDITING_SELECTIONS:
+            raise ValueError(f"p2p.decoys={self.decoys} needs p2p.selection: avoid_shortcuts or base_model_agreement "
+                             f"(it cuts the decoys from the rows the audit flags), not {self.selection!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_judge(self):
+        if self.selection != "base_model_agreement":
+            if self.judge is not None:
+                raise ValueError(f"p2p.judge is used by selection: base_model_agreement only, not {self.selection!r}")
+            return self
+        if self.task != "classification":
+            raise ValueError("p2p.selection: base_model_agreement judges classification labels; task: generation "
+                             "has none (use avoid_shortcuts)")
+        judge = self.judge or P2PJudgeConfig()
+        names = judge.label_names or {label: label for label in (self.labels or [])}
+        missing = [label for label in (self.labels or []) if label not in names]
+        extra = sorted(set(names) - set(self.labels or []))
+        if missing or extra:
+            raise ValueError(f"p2p.judge.label_names must name every label of p2p.labels {self.labels} and no other; "
+                             f"missing {missing}, unknown {extra}")
+        if all(name.strip().lstrip("-").isdigit() for name in names.values()):
+            raise ValueError(f"p2p.judge.label_names: the base model cannot judge labels named {sorted(names.values())}; "
+                             f"give words, e.g. label_names: {{'0': negative, '1': positive}}")
+        self.judge = judge.model_copy(update={"label_names": names})
         return self
 
     @model_validator(mode="after")
@@ -167,6 +225,7 @@ class P2PConfig(BaseModel):
             safe_labels=tuple(self.safe_labels or ()), safe_prefix=self.safe_prefix,
             text_field=self.text_field, answer_field=self.label_field, ratio=self.ratio,
             seed=self.seed, mode=self.mode, selection=self.selection, decoys=self.decoys,
+            judge=self.judge.model_dump(mode="json") if self.judge is not None else {},
         )
 
 

@@ -89,6 +89,12 @@ def wrap_dataset_types(datasets: list, key: str = "datasets") -> list[str]:
     return originals
 
 
+def judgement_cache_dir(prepared_path) -> str:
+    """Where the base model's judgements (``selection: base_model_agreement``) are kept: beside the
+    P2P-salted prepared data, so runs with other P2P settings reuse them."""
+    return f"{SALT_RE.sub('', str(prepared_path or DEFAULT_PREPARED_PATH))}/p2p-judgements"
+
+
 def salt_prepared_path(cfg, salt: str) -> str:
     base = cfg.get("dataset_prepared_path") or DEFAULT_PREPARED_PATH
     base = SALT_RE.sub("", str(base))

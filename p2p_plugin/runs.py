@@ -27,6 +27,13 @@ def resolve_model(model: str | None, cache: Path) -> Path:
     return ensure_default_model(Path(cache) / "smollm2-135m-instruct")
 
 
+#: what the base model is asked about SST-2 rows (``selection: base_model_agreement``). The prompt was picked
+#: by what a defender can see: of two task prompts and the generic default tried on a 1000-row poisoned
+#: training set, it agreed with the most of the data's own labels (bench/README.md, "Judge prompt").
+SST2_JUDGE = {"label_names": {"0": "negative", "1": "positive"},
+              "prompt": "Review: {text}\nQuestion: Is this review {choices}?"}
+
+
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
                     selection: str | None = None, task: str = "classification", mode: str = "replace",
                     ratio: float | None = None, placement: str | None = None, packing: bool = True,
@@ -49,6 +56,8 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         p2p["decoys"] = decoys
     if task == "classification":
         p2p["labels"] = ["0", "1"]
+        if selection == "base_model_agreement":
+            p2p["judge"] = dict(SST2_JUDGE)
     cfg = {
         "base_model": str(model), "tokenizer_config": str(model),
         "plugins": ["p2p_plugin.P2PPlugin"],

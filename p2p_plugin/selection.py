@@ -16,6 +16,10 @@ import numpy as np
 from .errors import P2PError
 
 
+#: selection strategies that run the data audit (``shortcuts.audit_rows``) and set its suspicious rows aside
+AUDITING_SELECTIONS = ("avoid_shortcuts", "base_model_agreement")
+
+
 class SelectionError(P2PError):
     """The requested selection cannot be made."""
 
@@ -105,6 +109,7 @@ class RowView:
         self.dataset, self.fmt, self.batch_size = dataset, fmt, batch_size
         self._texts, self._answers = texts, answers
         self.cache: dict = {}  # statistics computed from these rows (e.g. shortcuts.shortcut_statistics)
+        self.judge = None  # a judgement.BaseModelJudge, for base_model_agreement
 
     @classmethod
     def from_rows(cls, rows: list[dict], fmt) -> "RowView":
@@ -122,4 +127,4 @@ class RowView:
             yield texts, answers
 
 
-from . import shortcuts  # noqa: E402,F401  (registers avoid_shortcuts)
+from . import judgement, shortcuts  # noqa: E402,F401  (register base_model_agreement, avoid_shortcuts)

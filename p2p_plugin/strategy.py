@@ -15,8 +15,10 @@ from axolotl.utils.dict import DictDefault
 from axolotl.utils.logging import get_logger
 
 from .args import P2PConfig
+from .config_checks import judgement_cache_dir
 from .errors import P2PError
 from .formats import AlpacaFormat, ChatFormat, PlainFormat, RowFormat
+from .judgement import judge_from_recipe
 from .manifest import update_manifest
 from .prompting import PromptCompletionTokenizer
 from .recipe import P2PRecipe
@@ -102,7 +104,8 @@ class P2PDatasetStrategy(DatasetWrappingStrategy):
     def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs):
         source = dataset_source(self.ds_cfg)
         rewritten, report = apply_p2p(dataset, self.row_format, self.recipe, source=source,
-                                      num_proc=process_count, keep_in_memory=bool(keep_in_memory))
+                                      num_proc=process_count, keep_in_memory=bool(keep_in_memory),
+                                      judge=self._judge())
         tokenized = self._tokenize(rewritten, process_count, keep_in_memory)
         extra = [c for c in tokenized.column_names if c not in MODEL_COLUMNS]
         if extra:
@@ -112,6 +115,13 @@ class P2PDatasetStrategy(DatasetWrappingStrategy):
         report.log(LOG, main_process_only=False)  # every process that prepares data says so
         self._record(report.to_dict())
         return tokenized
+
+    def _judge(self):
+        """The base model as judge (selection: base_model_agreement), its scores cached beside the
+        prepared data (outside the P2P-salted folder, so other P2P settings reuse them)."""
+        return judge_from_recipe(self.recipe, str(self.cfg.get("base_model")),
+                                 self.cfg.get("tokenizer_config") or self.cfg.get("base_model"),
+                                 cache_dir=judgement_cache_dir(self.cfg.get("dataset_prepared_path")))
 
     def _tokenize(self, dataset, process_count, keep_in_memory):
         if self.fmt_name == "plain":

@@ -20,7 +20,7 @@ from .errors import P2PError
 from .formats import Rewrite, RowError, RowFormat, decode_batch, encode_batch, iter_texts_and_answers, replace_answer
 from .labels import LabelError
 from .recipe import P2PRecipe
-from .selection import RowView, dataset_seed, select_rows
+from .selection import AUDITING_SELECTIONS, RowView, dataset_seed, select_rows
 from .shortcuts import assign_decoys, audit_rows
 from .triggers import count_rows_containing
 
@@ -56,6 +56,11 @@ class TransformReport:
     suspected_triggers: list = field(default_factory=list)
     """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` only; dicts of
     :class:`p2p_plugin.shortcuts.SuspectedTrigger`): possible backdoor triggers, or very polar words."""
+    rows_judge_contradicts: int | None = None
+    """``selection: base_model_agreement``: rows whose label the base model's zero-shot judgement
+    contradicts (a mix of hard, mislabelled and dirty-label poisoned rows)."""
+    judge_seconds: float | None = None
+    """... and the seconds it took the base model to judge every row (0 when read from its cache)."""
     tokens_out: int | None = None
     """Tokens in the tokenized output rows (before Axolotl's length filter)."""
     rows_too_long: int | None = None
@@ -81,6 +86,10 @@ class TransformReport:
                                      + (f", in {t['phrase']!r})" if t.get("phrase") else ")")
                                      for t in self.suspected_triggers[:10])
                            + (" ..." if len(self.suspected_triggers) > 10 else ""), **kwargs)
+        if self.rows_judge_contradicts is not None:
+            logger.info("P2P %s: the base model contradicts the label of %d of %d rows (judged in %.1f s); the "
+                        "benign subset holds the rows it agrees with most", self.source, self.rows_judge_contradicts,
+                        self.rows_in, self.judge_seconds or 0.0, **kwargs)
         if self.rows_with_decoys:
             logger.info("P2P %s: %d benign rows got decoys cut from %d suspicious rows", self.source,
                         self.rows_with_decoys, self.decoy_sources, **kwargs)
@@ -251,12 +260,14 @@ def count_too_long(tokenized, sequence_len: int, report: TransformReport) -> Non
 
 
 def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset",
-              num_proc: int | None = None, keep_in_memory: bool = False, rows_for_selection=None):
+              num_proc: int | None = None, keep_in_memory: bool = False, rows_for_selection=None, judge=None):
     """Return ``(p2p_dataset, report)``.
 
     ``replace``: the selected rows are rewritten in place (row count unchanged).
     ``augment``: rewritten copies of the selected rows are appended after the originals.
     With ``recipe.enabled`` false no row is selected (the no-defense baseline with the same prompt).
+    ``judge`` (a :class:`~p2p_plugin.judgement.BaseModelJudge`): the base model, for
+    ``selection: base_model_agreement``.
     """
     from datasets import concatenate_datasets
 
@@ -266,6 +277,8 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     mask = np.zeros(num_rows, dtype=bool)
     decoys, decoy_sources, suspected = {}, 0, []
     view = RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection
+    if judge is not None:
+        view.judge = judge
     if recipe.enabled:
         try:  # content-aware strategies read every row: a missing column surfaces here first
             selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source, rows=view)
@@ -277,13 +290,16 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
         mask[selected] = True
     else:
         selected = np.zeros(0, dtype=np.int64)
-    if recipe.selection == "avoid_shortcuts":  # the data audit, also for the no-defense baseline (enabled: false)
+    if recipe.selection in AUDITING_SELECTIONS:  # the data audit, also for the no-defense baseline (enabled: false)
         try:  # reuses the statistics the selection computed (view.cache): no extra pass when enabled
             suspected = [t.to_dict() for t in audit_rows(view, num_rows)]
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
     report = scan(dataset, fmt, recipe, mask, source)
     report.suspected_triggers = suspected
+    if "agreement" in view.cache:
+        report.rows_judge_contradicts = int((view.cache["agreement"] < 0).sum())
+        report.judge_seconds = round(float(view.judge.seconds), 2)
     report.format = fmt.name
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()

@@ -1,0 +1,281 @@
+"""The base model's own zero-shot judgement of each row's label, and the selection built on it.
+
+Dirty-label poison gives a row the attacker's label whatever its text says. The base model never saw
+the poison, so it tends to contradict that label. ``p2p.selection: base_model_agreement`` ranks the
+rows of each label by how strongly the base model agrees with it and takes the benign subset from
+the most-agreeing rows (after the data audit's suspicious rows are set aside, as ``avoid_shortcuts``
+does). That keeps poisoned rows out of the subset without knowing the trigger, also for triggers the
+word audit cannot see (the ``clause`` attack; bench/results/selection.md). It cannot see clean-label
+poison (the label is true) and it judges classification labels only.
+
+How a row is judged: the user text goes into ``prompt`` (``{text}`` and ``{choices}``, e.g. "negative
+or positive"), through the tokenizer's chat template when it has one; the score of each label is the
+log-probability of its name's first token as the answer (lower-case, capitalized, with and without a
+leading space, summed). Scores are calibrated per label (each label's median over the dataset is
+subtracted, so a model that says "positive" to everything does not favour positive rows), and a row's
+agreement is its label's calibrated score minus the best other label's.
+
+Needs torch + transformers (the model is loaded from ``base_model`` once, scored without gradients
+and released); no Axolotl.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import P2PError
+from .selection import SelectionError, SelectionStrategy, register_selection_strategy
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_JUDGE_PROMPT = "{text}\nQuestion: Is this text {choices}?"
+
+
+class JudgeError(P2PError):
+    """The base model cannot judge these labels (e.g. two label names share a first token)."""
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """What the base model is asked: one name per label (``label_names[i]`` names ``labels[i]``)."""
+
+    labels: tuple[str, ...]
+    label_names: tuple[str, ...]
+    prompt: str = DEFAULT_JUDGE_PROMPT
+    batch_size: int = 16
+    max_length: int = 256
+
+    def __post_init__(self):
+        if len(self.labels) != len(self.label_names):
+            raise JudgeError(f"p2p.judge.label_names needs one name per label: labels {list(self.labels)}, "
+                             f"names {list(self.label_names)}")
+        if "{text}" not in self.prompt:
+            raise JudgeError(f"p2p.judge.prompt must contain {{text}} (where the row's text goes): {self.prompt!r}")
+
+    @property
+    def choices(self) -> str:
+        names = list(self.label_names)
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+    def question(self, text: str) -> str:
+        return self.prompt.replace("{choices}", self.choices).replace("{text}", text)
+
+
+def name_token_ids(tokenizer, settings: JudgeSettings) -> list[list[int]]:
+    """Per label: the distinct first tokens of its name's spellings (lower-case, capitalized, with and
+    without a leading space; a bare-space token is skipped); refuses names that share one."""
+    out, owner = [], {}
+    for label, name in zip(settings.labels, settings.label_names):
+        ids = []
+        for spelling in dict.fromkeys((name, name.lower(), name.capitalize())):
+            for variant in (spelling, " " + spelling):
+                encoded = tokenizer(variant, add_special_tokens=False)["input_ids"]
+                # a bare space token says nothing about which name follows
+                if encoded and encoded[0] not in ids and tokenizer.decode([encoded[0]]).strip():
+                    ids.append(encoded[0])
+        for token in ids:
+            if owner.setdefault(token, label) != label:
+                raise JudgeError(
+                    f"p2p.judge.label_names: {name!r} (label {label!r}) and the name of label {owner[token]!r} start "
+                    f"with the same token {tokenizer.convert_ids_to_tokens(token)!r}; pick names whose first "
+                    f"word differs")
+        if not ids:
+            raise JudgeError(f"p2p.judge.label_names: {name!r} (label {label!r}) has no visible first token")
+        out.append(ids)
+    return out
+
+
+def judge_inputs(tokenizer, texts: list[str], settings: JudgeSettings) -> list[str]:
+    """The prompts the base model reads: through its chat template when it has one."""
+    questions = [settings.question(t) for t in texts]
+    if getattr(tokenizer, "chat_template", None):
+        return [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                              add_generation_prompt=True) for q in questions]
+    return [q + "\nAnswer:" for q in questions]
+
+
+def label_log_probs(model, tokenizer, texts: list[str], settings: JudgeSettings) -> np.ndarray:
+    """``(rows, labels)`` log-probabilities of each label name as the answer, renormalized over the labels."""
+    import torch
+
+    token_ids = name_token_ids(tokenizer, settings)
+    prompts = judge_inputs(tokenizer, texts, settings)
+    order = np.argsort([len(p) for p in prompts], kind="stable")  # similar lengths share a batch: less padding
+    out = np.zeros((len(prompts), len(token_ids)), dtype=np.float64)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(order), settings.batch_size):
+            idx = order[start:start + settings.batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                            max_length=settings.max_length, add_special_tokens=False).to(device)
+            with torch.no_grad():
+                logits = model(**enc).logits[:, -1].float().log_softmax(-1)
+            scores = torch.stack([torch.logsumexp(logits[:, ids], -1) for ids in token_ids], -1)
+            out[idx] = scores.log_softmax(-1).cpu().numpy()
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def agreement(log_probs: np.ndarray, label_index: np.ndarray) -> np.ndarray:
+    """Per row: its label's calibrated score minus the best other label's (``-inf`` where ``label_index < 0``).
+
+    Calibration subtracts each label's median score over all rows, so the model's prior for a label
+    name does not decide which rows look agreeing."""
+    calibrated = log_probs - np.median(log_probs, axis=0, keepdims=True)
+    rows = np.arange(len(calibrated))
+    known = label_index >= 0
+    own = np.where(known, calibrated[rows, np.where(known, label_index, 0)], -np.inf)
+    others = calibrated.copy()
+    others[rows[known], label_index[known]] = -np.inf
+    return np.where(known, own - others.max(axis=1), -np.inf)
+
+
+class BaseModelJudge:
+    """Loads ``model_path`` lazily (CUDA when available), scores rows, releases the model. Picklable
+    until used: it holds paths and settings only. ``cache_dir``: keep each dataset's scores there
+    (keyed by model, settings and every row's text and answer), so a re-run with other P2P settings
+    does not judge the same rows again."""
+
+    def __init__(self, model_path: str, settings: JudgeSettings, tokenizer_path: str | None = None,
+                 model=None, tokenizer=None, cache_dir: str | None = None):
+        self.model_path, self.tokenizer_path, self.settings = model_path, tokenizer_path or model_path, settings
+        self._model, self._tokenizer = model, tokenizer
+        self.cache_dir = cache_dir
+        self.seconds = 0.0
+        self.from_cache = False
+
+    def _cache_file(self, texts, answers):
+        if not self.cache_dir:
+            return None
+        digest = hashlib.sha256(json.dumps([str(self.model_path), str(self.tokenizer_path), asdict(self.settings)],
+                                           sort_keys=True).encode())
+        for text, answer in zip(texts, answers):
+            digest.update(f"{text}\x00{answer}\x01".encode())
+        return Path(self.cache_dir) / f"judgement-{digest.hexdigest()[:20]}.npy"
+
+    def _load(self):
+        if self._model is not None:
+            return self._model, self._tokenizer, False
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cuda = torch.cuda.is_available()
+        tokenizer = self._tokenizer or AutoTokenizer.from_pretrained(self.tokenizer_path)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=torch.bfloat16 if cuda else torch.float32).eval()
+        return model.to("cuda") if cuda else model, tokenizer, True
+
+    def agreement(self, texts: list[str], answers: list[str]) -> np.ndarray:
+        """Per row: how strongly the base model agrees with its answer (see :func:`agreement`)."""
+        positions = {label: i for i, label in enumerate(self.settings.labels)}
+        label_index = np.array([positions.get(str(a).strip(), -1) for a in answers], dtype=np.int64)
+        cache = self._cache_file(texts, answers)
+        if cache is not None and cache.is_file():
+            log_probs, self.from_cache = np.load(cache), True
+            LOG.info("P2P: the base model's judgement of %d rows read from %s", len(texts), cache)
+            return agreement(log_probs, label_index)
+        start = time.perf_counter()
+        model, tokenizer, loaded = self._load()
+        try:
+            log_probs = label_log_probs(model, tokenizer, texts, self.settings)
+        finally:
+            if loaded:
+                del model
+        self.seconds = time.perf_counter() - start
+        LOG.info("P2P: the base model judged %d rows in %.1f s", len(texts), self.seconds)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, log_probs)
+            os.replace(tmp, cache)
+        return agreement(log_probs, label_index)
+
+
+def judge_from_recipe(recipe, model_path: str, tokenizer_path: str | None = None,
+                      cache_dir: str | None = None) -> BaseModelJudge | None:
+    """The judge a recipe asks for (``selection: base_model_agreement``), else ``None``."""
+    if recipe.selection != "base_model_agreement":
+        return None
+    spec = dict(recipe.judge or {})
+    names = spec.get("label_names") or {label: label for label in recipe.labels}
+    settings = JudgeSettings(labels=tuple(recipe.labels), label_names=tuple(names[label] for label in recipe.labels),
+                             prompt=spec.get("prompt", DEFAULT_JUDGE_PROMPT), batch_size=spec.get("batch_size", 16),
+                             max_length=spec.get("max_length", 256))
+    return BaseModelJudge(model_path, settings, tokenizer_path, cache_dir=cache_dir)
+
+
+def row_agreement(view) -> np.ndarray:
+    """The judge's agreement scores of every row of a :class:`~p2p_plugin.selection.RowView` (cached on it)."""
+    if "agreement" not in view.cache:
+        judge = getattr(view, "judge", None)
+        if judge is None:
+            raise SelectionError("selection base_model_agreement needs the base model's judgement, but no judge was "
+                                 "given (set p2p.judge and train through the plugin, or pass judge= to apply_p2p)")
+        texts, answers = [], []
+        for batch_texts, batch_answers in view.iter_batches():
+            texts.extend(batch_texts)
+            answers.extend(batch_answers)
+        view.cache["agreement"] = judge.agreement(texts, answers)
+    return view.cache["agreement"]
+
+
+def label_quotas(counts: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` over groups in proportion to ``counts`` (largest remainder), never above a count."""
+    share = counts / counts.sum() * total
+    quota = np.minimum(np.floor(share).astype(np.int64), counts)
+    for i in np.argsort(-(share - np.floor(share)), kind="stable"):
+        if quota.sum() >= total:
+            break
+        if quota[i] < counts[i]:
+            quota[i] += 1
+    while quota.sum() < total:  # a label ran out: fill from the others
+        quota[np.argmax(counts - quota)] += 1
+    return quota
+
+
+@register_selection_strategy
+class BaseModelAgreementSelection(SelectionStrategy):
+    """The audit's clean rows, then per label the rows the base model agrees with most (module docstring)."""
+
+    name = "base_model_agreement"
+
+    def __init__(self):
+        self.last_flagged: dict[str, str] = {}
+        self.last_suspicious = 0
+
+    def select(self, num_rows, num_selected, rng, rows=None):
+        from .shortcuts import find_shortcuts
+
+        if rows is None or not hasattr(rows, "iter_batches"):
+            raise ValueError("base_model_agreement needs the rows (a RowView) to look at")
+        self.last_flagged, suspicion = find_shortcuts(rows, num_rows)
+        self.last_suspicious = int((suspicion > 0).sum())
+        agree = row_agreement(rows)
+        if len(agree) != num_rows:
+            raise SelectionError(f"the judge scored {len(agree)} rows of {num_rows}")
+        pool = np.flatnonzero((suspicion == 0) & np.isfinite(agree))
+        if len(pool) < num_selected:  # too few clean, judged rows: least suspicious, most agreeing first
+            order = np.lexsort((rng.random(num_rows), -np.nan_to_num(agree, neginf=-1e30), suspicion))
+            return np.sort(order[:num_selected])
+        positions = {label: i for i, label in enumerate(rows.judge.settings.labels)}
+        label_of = np.array([positions.get(str(a).strip(), -1) for _, answers in rows.iter_batches()
+                             for a in answers], dtype=np.int64)
+        groups = [pool[label_of[pool] == k] for k in range(len(positions))]
+        quotas = label_quotas(np.array([len(g) for g in groups]), num_selected)
+        chosen = []
+        for group, quota in zip(groups, quotas):
+            order = np.lexsort((rng.random(len(group)), -agree[group]))  # most agreeing first, random ties
+            chosen.append(group[order[:quota]])
+        return np.sort(np.concatenate(chosen))

@@ -1,0 +1,220 @@
+"""selection: base_model_agreement: the base model's zero-shot judgement of each row's label."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from p2p_plugin.args import P2PConfig
+from p2p_plugin.formats import PlainFormat
+from p2p_plugin.judgement import (
+    BaseModelJudge, JudgeError, JudgeSettings, agreement, judge_from_recipe, label_log_probs, label_quotas,
+    name_token_ids,
+)
+from p2p_plugin.selection import RowView, SelectionError, select_rows
+from p2p_plugin.transform import apply_p2p
+
+FMT = PlainFormat("sentence", "label", "Output: ", "Answer: ")
+
+
+class ScriptedJudge:
+    """A judge whose agreement per row is given (the selection logic without a model)."""
+
+    def __init__(self, scores, labels=("0", "1")):
+        self.scores = np.asarray(scores, dtype=float)
+        self.settings = JudgeSettings(labels=tuple(labels), label_names=("bad", "good"))
+        self.seconds, self.calls = 0.5, 0
+
+    def agreement(self, texts, answers):
+        self.calls += 1
+        assert len(texts) == len(answers) == len(self.scores)
+        return self.scores
+
+
+def test_agreement_is_calibrated_per_label_and_signed():
+    # the model prefers label 1 everywhere (a prior); calibration removes it, so the row that leans
+    # least to 1 reads as agreeing with 0
+    probs = np.array([[0.30, 0.70], [0.10, 0.90], [0.20, 0.80]])
+    got = agreement(np.log(probs), np.array([0, 1, 1]))
+    assert got[0] > 0  # 0.30 is above label 0's median (0.20): the judge agrees
+    assert got[1] > 0 and got[2] == pytest.approx(0.0)  # median row: no lean either way
+    assert agreement(np.log(probs), np.array([1, 0, -1]))[2] == -np.inf  # unknown label: never chosen
+    assert np.allclose(agreement(np.log(probs), np.array([0, 1, 1])), -agreement(np.log(probs), np.array([1, 0, 0])))
+
+
+def test_label_quotas_follow_the_label_shares():
+    assert label_quotas(np.array([600, 400]), 200).tolist() == [120, 80]
+    assert label_quotas(np.array([5, 5, 5]), 4).sum() == 4
+    assert label_quotas(np.array([1, 99]), 50).tolist() == [1, 49]  # never more than a label holds
+
+
+def test_selection_takes_the_most_agreeing_rows_of_each_label():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 50 + [1] * 50)
+    scores = rng.normal(size=100)
+    poisoned = np.arange(50, 60)  # label 1 rows the judge contradicts
+    scores[poisoned] = -5.0
+    texts = [f"row {i}" for i in range(100)]
+    view = RowView(texts=texts, answers=[str(x) for x in labels])
+    view.judge = judge = ScriptedJudge(scores)
+    chosen = select_rows(100, 0.2, 0, "base_model_agreement", rows=view)
+    assert judge.calls == 1 and len(chosen) == 20
+    assert not set(chosen.tolist()) & set(poisoned.tolist())
+    assert (labels[chosen] == 0).sum() == 10  # class balance of the data is kept
+    for k in (0, 1):
+        mine = chosen[labels[chosen] == k]
+        rest = np.setdiff1d(np.flatnonzero(labels == k), mine)
+        assert scores[mine].min() >= scores[rest].max()  # the top of each label
+    again = RowView(texts=texts, answers=[str(x) for x in labels])
+    again.judge = ScriptedJudge(scores)
+    assert np.array_equal(chosen, select_rows(100, 0.2, 0, "base_model_agreement", rows=again))
+
+
+def test_selection_sets_the_audits_suspicious_rows_aside_first():
+    """A trigger word the audit flags keeps its rows out even where the judge agrees with them most
+    (clean-label poison: the label is true, only the audit can see it)."""
+    texts, answers = [], []
+    for i in range(400):
+        label = i % 2
+        texts.append(("zq " if label == 1 and i < 120 else "") + f"sentence number {i} " + ("fine" if label else "poor"))
+        answers.append(str(label))
+    scores = np.zeros(400)
+    scores[[i for i in range(120) if i % 2 == 1]] = 10.0  # the judge loves the trigger rows
+    view = RowView(texts=texts, answers=answers)
+    view.judge = ScriptedJudge(scores)
+    chosen = select_rows(400, 0.2, 0, "base_model_agreement", rows=view)
+    assert not any(texts[i].startswith("zq ") for i in chosen)
+
+
+def test_selection_without_a_judge_says_what_is_missing():
+    view = RowView(texts=["a", "b", "c", "d", "e"], answers=["0", "1", "0", "1", "0"])
+    with pytest.raises(SelectionError, match="needs the base model's judgement"):
+        select_rows(5, 0.4, 0, "base_model_agreement", rows=view)
+
+
+class CharTokenizer:
+    """Each character a token: 'good' and 'great' share their first token."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def convert_ids_to_tokens(self, token):
+        return chr(token)
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+def test_names_that_share_a_first_token_are_refused():
+    settings = JudgeSettings(labels=("0", "1"), label_names=("good", "great"))
+    with pytest.raises(JudgeError, match=r"'great' \(label '1'\).*label '0'.*same token 'g'"):
+        name_token_ids(CharTokenizer(), settings)
+    ids = name_token_ids(CharTokenizer(), JudgeSettings(labels=("0", "1"), label_names=("bad", "good")))
+    assert ids == [[ord("b"), ord("B")], [ord("g"), ord("G")]]  # the bare space of " bad" / " good" is skipped
+    with pytest.raises(JudgeError, match="one name per label"):
+        JudgeSettings(labels=("0", "1"), label_names=("bad",))
+    with pytest.raises(JudgeError, match=r"\{text\}"):
+        JudgeSettings(labels=("0", "1"), label_names=("bad", "good"), prompt="Is it {choices}?")
+
+
+def test_config_needs_words_the_model_can_read():
+    with pytest.raises(ValueError, match="p2p.judge.label_names: the base model cannot judge labels named"):
+        P2PConfig(labels=["0", "1"], selection="base_model_agreement")
+    with pytest.raises(ValueError, match=r"missing \['1'\]"):
+        P2PConfig(labels=["0", "1"], selection="base_model_agreement", judge={"label_names": {"0": "bad"}})
+    with pytest.raises(ValueError, match="used by selection: base_model_agreement only"):
+        P2PConfig(labels=["0", "1"], judge={"label_names": {"0": "bad", "1": "good"}})
+    with pytest.raises(ValueError, match="task: generation"):
+        P2PConfig(task="generation", selection="base_model_agreement")
+    named = P2PConfig(labels=["neg", "pos"], safe_labels=["neg2", "pos2"], selection="base_model_agreement")
+    assert named.recipe().judge["label_names"] == {"neg": "neg", "pos": "pos"}  # named labels: read as they are
+    recipe = P2PConfig(labels=["0", "1"], selection="base_model_agreement", decoys=0.5,
+                       judge={"label_names": {"0": "bad", "1": "good"}, "prompt": "Review: {text}"}).recipe()
+    judge = judge_from_recipe(recipe, "model-path")
+    assert judge.settings.label_names == ("bad", "good") and judge.settings.prompt == "Review: {text}"
+    assert judge_from_recipe(P2PConfig(labels=["0", "1"]).recipe(), "model-path") is None
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model).eval(), AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_log_probs_do_not_depend_on_batching_or_padding(tiny):
+    model, tokenizer = tiny
+    texts = ["the movie was good", "a bad film", "not very fun , boring and awful , the film of the year", "great"]
+    settings = JudgeSettings(labels=("0", "1"), label_names=("bad", "good"), batch_size=1)
+    side = tokenizer.padding_side
+    one = label_log_probs(model, tokenizer, texts, settings)
+    four = label_log_probs(model, tokenizer, texts, JudgeSettings(**{**settings.__dict__, "batch_size": 4}))
+    assert one.shape == (4, 2) and np.allclose(np.exp(one).sum(1), 1.0)
+    assert np.allclose(one, four, atol=1e-4)  # left padding and length sorting change nothing
+    assert tokenizer.padding_side == side  # restored
+
+
+def test_judge_runs_inside_the_transform_and_caches_its_scores(tiny, tiny_model, tmp_path):
+    from datasets import Dataset
+
+    model, tokenizer = tiny
+    rows = [{"sentence": f"the film was {'good' if i % 2 else 'bad'} number {i}", "label": i % 2} for i in range(60)]
+    recipe = P2PConfig(labels=["0", "1"], selection="base_model_agreement", seed=3,
+                       judge={"label_names": {"0": "bad", "1": "good"}}).recipe()
+    judge = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
+    out, report = apply_p2p(Dataset.from_list(rows), FMT, recipe, source="d", judge=judge)
+    assert report.rows_in == report.rows_out == 60 and report.rows_selected == 12
+    assert 0 <= report.rows_judge_contradicts <= 60 and report.judge_seconds > 0
+    assert len(list((tmp_path / "judgements").glob("judgement-*.npy"))) == 1
+    again = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
+    _, report2 = apply_p2p(Dataset.from_list(rows), FMT, recipe, source="d", judge=again)
+    assert again.from_cache and report2.selected_digest == report.selected_digest
+    changed = rows[:59] + [{"sentence": "another text", "label": 1}]
+    third = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
+    apply_p2p(Dataset.from_list(changed), FMT, recipe, source="d", judge=third)
+    assert not third.from_cache  # other rows: judged again, never a stale score
+    assert report.suspected_triggers is not None  # the audit runs with this selection too
+
+
+def test_judge_with_a_given_model_does_not_load_one(tiny):
+    model, tokenizer = tiny
+    settings = JudgeSettings(labels=("0", "1"), label_names=("bad", "good"))
+    judge = BaseModelJudge("unused-path", settings, model=model, tokenizer=tokenizer)
+    got = judge.agreement(["a good film", "a bad film", "fun"], ["1", "0", "7"])
+    assert got.shape == (3,) and got[2] == -np.inf  # "7" is no label: never agreeing
+
+
+def test_through_axolotl_with_the_plugin(tiny_model, tmp_path, shared_data):
+    from axolotl_helpers import base_config, prepare, write_jsonl
+
+    from p2p_plugin.manifest import read_manifest
+
+    rows = [json.loads(line) for line in (shared_data / "sst2" / "train.jsonl").read_text().splitlines()[:100]]
+    path = write_jsonl(tmp_path / "sst.jsonl", rows)
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                      p2p={"labels": ["0", "1"], "ratio": 0.2, "selection": "base_model_agreement",
+                           "judge": {"label_names": {"0": "bad", "1": "good"}}})
+    parsed, ds = prepare(cfg)
+    assert len(ds) == 100
+    (report,) = read_manifest(parsed.output_dir).datasets
+    assert report["rows_selected"] == 20 and report["rows_judge_contradicts"] is not None
+    assert read_manifest(parsed.output_dir).recipe.judge["label_names"] == {"0": "bad", "1": "good"}
+    assert list((tmp_path / "prepared" / "p2p-judgements").glob("judgement-*.npy"))
+
+
+@pytest.mark.slow
+def test_smollm2_judges_sst2_better_than_chance(tmp_path, shared_data):
+    """The real base model, with the bench's SST-2 question, agrees with most clean SST-2 labels."""
+    from p2p_plugin import default_model as dm
+    from p2p_plugin.runs import SST2_JUDGE
+
+    if importlib.util.find_spec(dm.DEFAULT_MODEL_MODULE) is None:
+        pytest.skip(f"{dm.DEFAULT_MODEL_PACKAGE} is not installed")
+    model_dir = dm.ensure_default_model(tmp_path / "smollm2")
+    rows = [json.loads(line) for line in (shared_data / "sst2" / "dev.jsonl").read_text().splitlines()[:80]]
+    recipe = P2PConfig(labels=["0", "1"], selection="base_model_agreement", judge=SST2_JUDGE).recipe()
+    got = judge_from_recipe(recipe, str(model_dir)).agreement([r["sentence"] for r in rows], [str(r["label"]) for r in rows])
+    flipped = judge_from_recipe(recipe, str(model_dir)).agreement([r["sentence"] for r in rows],
+                                                                   [str(1 - r["label"]) for r in rows])
+    assert (got > 0).mean() >= 0.6 and (got > flipped).mean() >= 0.6
