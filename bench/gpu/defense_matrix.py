@@ -103,6 +103,12 @@ JOBS = (
     # P2P with each selection, clean; with the audit blind, avoid_shortcuts draws about as much poison as random
     + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", "clause", "--selections", "avoid_shortcuts",
                                     "random", "--arms", kind]) for kind in ("no-defense", "p2p", "clean")]
+    # session 9: the base model as judge (`base_model_agreement`), the first selection that sees dirty-label
+    # poison the audit cannot (clause): P2P on every attack at 10%, then seeds 1 and 2 of clause
+    + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", a, "--selections", "base_model_agreement",
+                                    "--arms", "p2p"]) for a in ("clause", *ATTACKS)]
+    + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", "clause", "--selections", "base_model_agreement",
+                                    "--train-seeds", seed, "--arms", "p2p"]) for seed in ("1", "2")]
 )
 PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
 
