@@ -53,6 +53,11 @@ class P2PJudgeConfig(BaseModel):
         description="The question, with {text} (the row's user text) and optionally {choices} (the label "
         "names, 'a, b or c'); sent through the tokenizer's chat template when it has one.",
     )
+    model: str | None = Field(
+        default=None,
+        description="The judging model (a local folder or hub id); default: base_model. A smaller instruct model "
+        "of the same family judges a big base model's data at a fraction of the cost.",
+    )
     batch_size: int = Field(default=16, ge=1, description="Rows per forward pass of the judge.")
     max_length: int = Field(default=256, ge=8, description="Prompt tokens kept (longer prompts lose their start).")
 

@@ -142,6 +142,17 @@ def agreement(log_probs: np.ndarray, label_index: np.ndarray) -> np.ndarray:
     return np.where(known, own - others.max(axis=1), -np.inf)
 
 
+def _free_memory() -> None:
+    """Give a released judge model's memory back before training loads its own (GPU memory included)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class BaseModelJudge:
     """Loads ``model_path`` lazily (CUDA when available), scores rows, releases the model. Picklable
     until used: it holds paths and settings only. ``cache_dir``: keep each dataset's scores there
@@ -193,6 +204,7 @@ class BaseModelJudge:
         finally:
             if loaded:
                 del model
+                _free_memory()
         self.seconds = time.perf_counter() - start
         LOG.info("P2P: the base model judged %d rows in %.1f s", len(texts), self.seconds)
         if cache is not None:
@@ -213,6 +225,8 @@ def judge_from_recipe(recipe, model_path: str, tokenizer_path: str | None = None
     settings = JudgeSettings(labels=tuple(recipe.labels), label_names=tuple(names[label] for label in recipe.labels),
                              prompt=spec.get("prompt", DEFAULT_JUDGE_PROMPT), batch_size=spec.get("batch_size", 16),
                              max_length=spec.get("max_length", 256))
+    if spec.get("model"):  # another judge than the base model: its own tokenizer
+        model_path, tokenizer_path = spec["model"], spec["model"]
     return BaseModelJudge(model_path, settings, tokenizer_path, cache_dir=cache_dir)
 
 

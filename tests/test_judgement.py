@@ -134,6 +134,10 @@ def test_config_needs_words_the_model_can_read():
     judge = judge_from_recipe(recipe, "model-path")
     assert judge.settings.label_names == ("bad", "good") and judge.settings.prompt == "Review: {text}"
     assert judge_from_recipe(P2PConfig(labels=["0", "1"]).recipe(), "model-path") is None
+    small = P2PConfig(labels=["0", "1"], selection="base_model_agreement",
+                      judge={"label_names": {"0": "bad", "1": "good"}, "model": "small-judge"}).recipe()
+    other = judge_from_recipe(small, "big-base-model", "big-tokenizer")
+    assert other.model_path == other.tokenizer_path == "small-judge"  # another judge brings its own tokenizer
 
 
 @pytest.fixture(scope="module")
