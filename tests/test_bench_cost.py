@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_helpers import bench_modules
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -26,11 +28,8 @@ def test_cost_bench_compares_arms_to_no_defense(tiny_model, shared_data, tmp_pat
 
 def test_authors_arm_is_unpacked_batch_32():
     """The authors' loop shape: one row per sequence (no packing, no padding to sequence_len), batch 32."""
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import cost
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    with bench_modules("cost") as cost:
+        pass
     args = cost.build_parser().parse_args(["--micro-batch-size", "4"])
     authors = cost.arm_config("authors-batch32", Path("m"), Path("d"), Path("o"), Path("p"), args)
     packed = cost.arm_config("replace", Path("m"), Path("d"), Path("o"), Path("p"), args)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bench_helpers import bench_modules
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -21,11 +23,8 @@ def run_bench(args) -> str:
 
 @pytest.fixture(scope="module")
 def defense():
-    sys.path.insert(0, str(REPO / "bench"))
-    import defense as module
-
-    yield module
-    sys.path.remove(str(REPO / "bench"))
+    with bench_modules("defense") as module:
+        yield module
 
 
 def common(tiny_model, shared_data, tmp_path):

@@ -2,26 +2,20 @@
 records their status and packs their small files (checked with --report-only jobs: no training)."""
 
 import json
-import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_helpers import bench_modules
+
 SHARED_SETTINGS = ("train_rows", "epochs", "lr", "micro_batch_size", "sequence_len", "sample_packing", "seed",
                    "eval_rows", "task", "gen_task", "max_new_tokens", "max_steps", "target")
 
 
 @pytest.fixture(scope="module")
 def modules():
-    sys.path[:0] = [str(REPO / "bench"), str(REPO / "bench" / "gpu")]
-    import defense
-    import defense_matrix
-
-    yield defense, defense_matrix
-    for path in (str(REPO / "bench"), str(REPO / "bench" / "gpu")):
-        sys.path.remove(path)
+    with bench_modules("defense", "defense_matrix") as both:
+        yield both
 
 
 def test_jobs_parse_and_jobs_sharing_a_folder_share_their_training_settings(modules):

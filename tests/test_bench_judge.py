@@ -1,23 +1,17 @@
 """bench/judge.py: the base model as judge of an attack folder's training rows, per prompt."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from axolotl_helpers import write_jsonl
-
-REPO = Path(__file__).resolve().parents[1]
+from bench_helpers import bench_modules
 
 
 @pytest.fixture()
 def judge_bench():
-    sys.path.insert(0, str(REPO / "bench"))
-    import judge as module
-
-    yield module
-    sys.path.remove(str(REPO / "bench"))
+    with bench_modules("judge") as module:
+        yield module
 
 
 def test_judge_bench_reports_every_prompt_and_reuses_the_cache(judge_bench, tiny_model, tmp_path):

@@ -1,24 +1,18 @@
 """bench/removal_cost.py: what removing the audit's natural-word suspects costs on clean dev rows."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from axolotl_helpers import write_jsonl
+from bench_helpers import bench_modules
 from tiny_model import defended_model_dir
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def removal_cost():
-    sys.path.insert(0, str(REPO / "bench"))
-    import removal_cost as module
-
-    yield module
-    sys.path.remove(str(REPO / "bench"))
+    with bench_modules("removal_cost") as module:
+        yield module
 
 
 def test_removal_cost_reads_only_the_dev_rows_holding_a_flagged_word(removal_cost, tiny_model, tmp_path):
