@@ -94,10 +94,46 @@ def _audit(args):
                                                          t.log10_p))) for t in found], columns))
     else:
         print("no suspected trigger words")
+    report = {"data": str(args.data), "rows": len(rows), "format": args.format,
+              "suspected_triggers": [t.to_dict() for t in found]}
+    if args.judge_model:
+        report["judge"] = _judge_rows(args, rows, fmt)
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": str(args.data), "rows": len(rows), "format": args.format,
-                                               "suspected_triggers": [t.to_dict() for t in found]}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"JSON: {args.json}")
+
+
+def _judge_rows(args, rows, fmt) -> dict:
+    """``p2p audit --judge-model``: which rows' labels the model contradicts (what base_model_agreement avoids)."""
+    import numpy as np
+
+    from .judgement import DEFAULT_JUDGE_PROMPT, BaseModelJudge, JudgeSettings
+    from .metrics import format_markdown_table
+    from .selection import RowView
+
+    pairs = [item.split("=", 1) for item in args.label_names or []]
+    if not pairs or any(len(pair) != 2 or not all(pair) for pair in pairs):
+        raise P2PError("--judge-model needs --label-names LABEL=NAME for every label, e.g. --label-names "
+                       "0=negative 1=positive")
+    settings = JudgeSettings(labels=tuple(label for label, _ in pairs), label_names=tuple(name for _, name in pairs),
+                             prompt=args.judge_prompt or DEFAULT_JUDGE_PROMPT)
+    texts, answers = next(RowView.from_rows(rows, fmt).iter_batches())
+    unknown = sorted({str(a).strip() for a in answers} - set(settings.labels))
+    if unknown:
+        raise P2PError(f"{args.data}: answers {unknown[:5]} are not among --label-names {list(settings.labels)}")
+    agree = BaseModelJudge(args.judge_model, settings).agreement(texts, answers)
+    order = np.argsort(agree, kind="stable")
+    contradicted = int((agree < 0).sum())
+    by_label = {label: int(((agree < 0) & (np.array([str(a).strip() for a in answers]) == label)).sum())
+                for label in settings.labels}
+    print(f"\n{args.judge_model} contradicts the label of {contradicted} of {len(rows)} rows "
+          f"({contradicted / len(rows):.1%}; by label: {by_label}); the {min(args.top, len(rows))} it contradicts most:")
+    columns = ["row", "label", "agreement", "text"]
+    print(format_markdown_table([{"row": int(i), "label": str(answers[i]).strip(), "agreement": round(float(agree[i]), 2),
+                                  "text": texts[i][:100]} for i in order[:args.top]], columns))
+    return {"model": args.judge_model, "prompt": settings.prompt, "label_names": dict(pairs),
+            "rows_contradicted": contradicted, "contradicted_by_label": by_label,
+            "most_contradicted_rows": [int(i) for i in order[:args.top]]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,12 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("audit", help="list the words of a training file that predict one answer beyond chance "
-                                     "(possible backdoor triggers; no model needed)")
+                                     "(possible backdoor triggers; no model needed), and with --judge-model the "
+                                     "rows whose label a model contradicts")
     p.add_argument("data", help="a .jsonl or .json file of training rows")
     p.add_argument("--format", default="plain", choices=["plain", "alpaca", "chat_template"])
     p.add_argument("--text-field", default="sentence", help="plain: input column")
     p.add_argument("--label-field", default="label", help="plain: answer column")
     p.add_argument("--json", default=None, help="also write the list here")
+    p.add_argument("--judge-model", default=None,
+                   help="also have this model judge every row's label (what selection: base_model_agreement "
+                        "does): how many labels it contradicts, and the rows it contradicts most")
+    p.add_argument("--label-names", nargs="+", default=None, metavar="LABEL=NAME",
+                   help="with --judge-model: the word the model reads for each label, e.g. 0=negative 1=positive")
+    p.add_argument("--judge-prompt", default=None, help="with --judge-model: the question, with {text} and {choices}")
+    p.add_argument("--top", type=int, default=10, help="with --judge-model: how many rows to list")
     p.set_defaults(func=_audit)
 
     p = sub.add_parser("demo", help="attack SST-2, train no-defense and P2P models through Axolotl, compare")

@@ -222,3 +222,23 @@ def test_smollm2_judges_sst2_better_than_chance(tmp_path, shared_data):
     flipped = judge_from_recipe(recipe, str(model_dir)).agreement([r["sentence"] for r in rows],
                                                                    [str(1 - r["label"]) for r in rows])
     assert (got > 0).mean() >= 0.6 and (got > flipped).mean() >= 0.6
+
+
+def test_p2p_audit_with_a_judge_lists_the_rows_it_contradicts_most(tiny_model, tmp_path, capsys):
+    from p2p_plugin.cli import main
+
+    path = tmp_path / "train.jsonl"
+    rows = [{"sentence": f"the film {i} was {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(30)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["audit", str(path), "--judge-model", str(tiny_model), "--label-names", "0=bad", "1=good", "--top", "5",
+            "--json", str(tmp_path / "audit.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "contradicts the label of" in out and "| row | label | agreement | text |" in out
+    judged = json.loads((tmp_path / "audit.json").read_text())["judge"]
+    assert judged["label_names"] == {"0": "bad", "1": "good"} and len(judged["most_contradicted_rows"]) == 5
+    assert sum(judged["contradicted_by_label"].values()) == judged["rows_contradicted"] <= 30
+    assert main(["audit", str(path), "--judge-model", str(tiny_model), "--label-names", "0=bad"]) == 2
+    assert "not among --label-names ['0']" in capsys.readouterr().err
+    assert main(["audit", str(path), "--judge-model", str(tiny_model)]) == 2
+    assert "--label-names LABEL=NAME" in capsys.readouterr().err
