@@ -193,6 +193,7 @@ class BaseModelJudge:
         positions = {label: i for i, label in enumerate(self.settings.labels)}
         label_index = np.array([positions.get(str(a).strip(), -1) for a in answers], dtype=np.int64)
         cache = self._cache_file(texts, answers)
+        self.seconds, self.from_cache = 0.0, False
         if cache is not None and cache.is_file():
             log_probs, self.from_cache = np.load(cache), True
             LOG.info("P2P: the base model's judgement of %d rows read from %s", len(texts), cache)

@@ -61,6 +61,8 @@ class TransformReport:
     contradicts (a mix of hard, mislabelled and dirty-label poisoned rows)."""
     judge_seconds: float | None = None
     """... and the seconds it took the base model to judge every row (0 when read from its cache)."""
+    judge_cached: bool | None = None
+    """... and whether those scores came from the judgement cache (an earlier run on the same rows)."""
     tokens_out: int | None = None
     """Tokens in the tokenized output rows (before Axolotl's length filter)."""
     rows_too_long: int | None = None
@@ -87,9 +89,10 @@ class TransformReport:
                                      for t in self.suspected_triggers[:10])
                            + (" ..." if len(self.suspected_triggers) > 10 else ""), **kwargs)
         if self.rows_judge_contradicts is not None:
-            logger.info("P2P %s: the base model contradicts the label of %d of %d rows (judged in %.1f s); the "
-                        "benign subset holds the rows it agrees with most", self.source, self.rows_judge_contradicts,
-                        self.rows_in, self.judge_seconds or 0.0, **kwargs)
+            how = "scores read from its cache" if self.judge_cached else f"judged in {self.judge_seconds or 0.0:.1f} s"
+            logger.info("P2P %s: the base model contradicts the label of %d of %d rows (%s); the benign subset "
+                        "holds the rows it agrees with most", self.source, self.rows_judge_contradicts, self.rows_in,
+                        how, **kwargs)
         if self.rows_with_decoys:
             logger.info("P2P %s: %d benign rows got decoys cut from %d suspicious rows", self.source,
                         self.rows_with_decoys, self.decoy_sources, **kwargs)
@@ -300,6 +303,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     if "agreement" in view.cache:
         report.rows_judge_contradicts = int((view.cache["agreement"] < 0).sum())
         report.judge_seconds = round(float(view.judge.seconds), 2)
+        report.judge_cached = bool(getattr(view.judge, "from_cache", False))
     report.format = fmt.name
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()

@@ -173,7 +173,8 @@ def test_judge_runs_inside_the_transform_and_caches_its_scores(tiny, tiny_model,
     assert len(list((tmp_path / "judgements").glob("judgement-*.npy"))) == 1
     again = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
     _, report2 = apply_p2p(Dataset.from_list(rows), FMT, recipe, source="d", judge=again)
-    assert again.from_cache and report2.selected_digest == report.selected_digest
+    assert again.from_cache and report2.judge_cached and not report.judge_cached
+    assert report2.selected_digest == report.selected_digest
     changed = rows[:59] + [{"sentence": "another text", "label": 1}]
     third = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
     apply_p2p(Dataset.from_list(changed), FMT, recipe, source="d", judge=third)
