@@ -1,9 +1,9 @@
 """Which training rows receive the benign trigger: named, seeded selection strategies.
 
 A strategy sees the row count (and, if it wants, the raw rows) and returns sorted row indices.
-The selection is computed once per dataset, before any parallel map, from a seed alone, so it is
-identical across runs, ``dataset_num_proc`` values, processes and ranks. Framework-free
-(NumPy only).
+The selection is computed once per dataset, before any parallel map, from a seed (and the rows' content),
+so it is identical across runs, ``dataset_num_proc`` values, processes and ranks; ``base_model_agreement``
+also reads the base model's scores, computed once and cached (``judgement``). Framework-free (NumPy only).
 """
 
 from __future__ import annotations

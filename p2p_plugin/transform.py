@@ -54,7 +54,7 @@ class TransformReport:
     decoy_sources: int = 0
     """Suspicious rows the decoy fragments were cut from (0: nothing looked like a shortcut)."""
     suspected_triggers: list = field(default_factory=list)
-    """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` only; dicts of
+    """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` / ``base_model_agreement``; dicts of
     :class:`p2p_plugin.shortcuts.SuspectedTrigger`): possible backdoor triggers, or very polar words."""
     rows_judge_contradicts: int | None = None
     """``selection: base_model_agreement``: rows whose label the base model's zero-shot judgement
