@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,8 @@ def measure(folder: Path, prompt: str, args) -> dict:
 def markdown(results: dict, command: str) -> str:
     lines = ["# The base model as judge (`selection: base_model_agreement`)", "",
              f"Command: `{command}`", "",
+             f"Date {results['date']}; machine: {results['machine']}; judge seconds are as each prompt first ran "
+             "(\"cached\": scored by an earlier run or a training arm; the machine may have been shared).", "",
              "Agreement = share of training rows whose given label the base model agrees with (what a defender "
              "sees; the prompt with the highest agreement is the one to use). Poisoned in subset: of the "
              f"{results['settings']['ratio']:g} x rows benign subset (seed {results['settings']['seed']}).", "",
@@ -106,8 +109,12 @@ def markdown(results: dict, command: str) -> str:
 def main(argv=None):
     args = parse_args(argv)
     command = "python bench/judge.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    import torch
+
+    machine = {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     results = {"settings": {"work": str(args.work), "rate": args.rate, "mode": args.mode, "ratio": args.ratio,
-                            "seed": args.seed, "model": args.model.name}, "command": command, "attacks": {}}
+                            "seed": args.seed, "model": args.model.name}, "command": command,
+               "date": time.strftime("%Y-%m-%d"), "machine": machine, "attacks": {}}
     for attack in args.attacks:
         folder = args.work / f"{attack}-{int(round(100 * args.rate))}pct-{args.mode}"
         if not (folder / "attack.json").is_file():

@@ -29,7 +29,8 @@ def resolve_model(model: str | None, cache: Path) -> Path:
 
 #: what the base model is asked about SST-2 rows (``selection: base_model_agreement``). The prompt was picked
 #: by what a defender can see: of two task prompts and the generic default tried on a 1000-row poisoned
-#: training set, it agreed with the most of the data's own labels (bench/README.md, "Judge prompt").
+#: training set (clause, 10%), it agreed with the most of the data's own labels: 64.1% against 62.1% and 59.9%
+#: (bench/results/judge.md).
 SST2_JUDGE = {"label_names": {"0": "negative", "1": "positive"},
               "prompt": "Review: {text}\nQuestion: Is this review {choices}?"}
 
