@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import P2PError
-from .selection import SelectionError, SelectionStrategy, register_selection_strategy
+from .selection import SelectionError, register_selection_strategy
+from .shortcuts import AvoidShortcutsSelection
 
 LOG = logging.getLogger(__name__)
 
@@ -261,22 +262,13 @@ def label_quotas(counts: np.ndarray, total: int) -> np.ndarray:
 
 
 @register_selection_strategy
-class BaseModelAgreementSelection(SelectionStrategy):
+class BaseModelAgreementSelection(AvoidShortcutsSelection):
     """The audit's clean rows, then per label the rows the base model agrees with most (module docstring)."""
 
     name = "base_model_agreement"
 
-    def __init__(self):
-        self.last_flagged: dict[str, str] = {}
-        self.last_suspicious = 0
-
     def select(self, num_rows, num_selected, rng, rows=None):
-        from .shortcuts import find_shortcuts
-
-        if rows is None or not hasattr(rows, "iter_batches"):
-            raise ValueError("base_model_agreement needs the rows (a RowView) to look at")
-        self.last_flagged, suspicion = find_shortcuts(rows, num_rows)
-        self.last_suspicious = int((suspicion > 0).sum())
+        suspicion = self.audit(rows, num_rows)
         agree = row_agreement(rows)
         if len(agree) != num_rows:
             raise SelectionError(f"the judge scored {len(agree)} rows of {num_rows}")

@@ -327,11 +327,16 @@ class AvoidShortcutsSelection(SelectionStrategy):
         self.last_flagged: dict[str, str] = {}
         self.last_suspicious = 0
 
-    def select(self, num_rows, num_selected, rng, rows=None):
+    def audit(self, rows, num_rows) -> np.ndarray:
+        """Per-row suspicion scores (0: no label shortcut); keeps the flagged words in ``last_flagged``."""
         if rows is None or not hasattr(rows, "iter_batches"):
-            raise ValueError("avoid_shortcuts needs the rows (a RowView) to look at")
+            raise ValueError(f"{self.name} needs the rows (a RowView) to look at")
         self.last_flagged, scores = find_shortcuts(rows, num_rows)
         self.last_suspicious = int((scores > 0).sum())
+        return scores
+
+    def select(self, num_rows, num_selected, rng, rows=None):
+        scores = self.audit(rows, num_rows)
         clean = np.flatnonzero(scores == 0)
         if len(clean) >= num_selected:
             return np.sort(rng.choice(clean, size=num_selected, replace=False))
