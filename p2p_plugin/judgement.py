@@ -111,7 +111,9 @@ def label_log_probs(model, tokenizer, texts: list[str], settings: JudgeSettings)
     prompts = judge_inputs(tokenizer, texts, settings)
     order = np.argsort([len(p) for p in prompts], kind="stable")  # similar lengths share a batch: less padding
     out = np.zeros((len(prompts), len(token_ids)), dtype=np.float64)
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    # pad and truncate on the left: the last position must be where the answer starts
+    (side, truncation), tokenizer.padding_side = (tokenizer.padding_side, tokenizer.truncation_side), "left"
+    tokenizer.truncation_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
@@ -125,7 +127,7 @@ def label_log_probs(model, tokenizer, texts: list[str], settings: JudgeSettings)
             scores = torch.stack([torch.logsumexp(logits[:, ids], -1) for ids in token_ids], -1)
             out[idx] = scores.log_softmax(-1).cpu().numpy()
     finally:
-        tokenizer.padding_side = side
+        tokenizer.padding_side, tokenizer.truncation_side = side, truncation
     return out
 
 

@@ -159,6 +159,17 @@ def test_log_probs_do_not_depend_on_batching_or_padding(tiny):
     assert tokenizer.padding_side == side  # restored
 
 
+def test_long_rows_lose_their_start_not_the_question(tiny):
+    model, tokenizer = tiny
+    settings = JudgeSettings(labels=("0", "1"), label_names=("bad", "good"), max_length=24)
+    truncation = tokenizer.truncation_side
+    ending = " the end was good"
+    a = label_log_probs(model, tokenizer, ["a " * 300 + ending], settings)
+    b = label_log_probs(model, tokenizer, ["b " * 300 + ending], settings)
+    assert np.allclose(a, b)  # only the last 24 tokens count: the same question, the same answer position
+    assert tokenizer.truncation_side == truncation
+
+
 def test_judge_runs_inside_the_transform_and_caches_its_scores(tiny, tiny_model, tmp_path):
     from datasets import Dataset
 
