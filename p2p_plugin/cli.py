@@ -107,7 +107,7 @@ def _judge_rows(args, rows, fmt) -> dict:
     """``p2p audit --judge-model``: which rows' labels the model contradicts (what base_model_agreement avoids)."""
     import numpy as np
 
-    from .judgement import DEFAULT_JUDGE_PROMPT, BaseModelJudge, JudgeSettings
+    from .judgement import DEFAULT_JUDGE_PROMPT, BaseModelJudge, JudgeSettings, label_indices
     from .metrics import format_markdown_table
     from .selection import RowView
 
@@ -124,8 +124,8 @@ def _judge_rows(args, rows, fmt) -> dict:
     agree = BaseModelJudge(args.judge_model, settings).agreement(texts, answers)
     order = np.argsort(agree, kind="stable")
     contradicted = int((agree < 0).sum())
-    by_label = {label: int(((agree < 0) & (np.array([str(a).strip() for a in answers]) == label)).sum())
-                for label in settings.labels}
+    label_of = label_indices(settings.labels, answers)
+    by_label = {label: int(((agree < 0) & (label_of == k)).sum()) for k, label in enumerate(settings.labels)}
     print(f"\n{args.judge_model} contradicts the label of {contradicted} of {len(rows)} rows "
           f"({contradicted / len(rows):.1%}; by label: {by_label}); the {min(args.top, len(rows))} it contradicts most:")
     columns = ["row", "label", "agreement", "text"]

@@ -131,6 +131,12 @@ def label_log_probs(model, tokenizer, texts: list[str], settings: JudgeSettings)
     return out
 
 
+def label_indices(labels, answers) -> np.ndarray:
+    """Each answer's position in ``labels`` (``-1`` for an answer that is none of them)."""
+    positions = {label: i for i, label in enumerate(labels)}
+    return np.array([positions.get(str(a).strip(), -1) for a in answers], dtype=np.int64)
+
+
 def agreement(log_probs: np.ndarray, label_index: np.ndarray) -> np.ndarray:
     """Per row: its label's calibrated score minus the best other label's (``-inf`` where ``label_index < 0``).
 
@@ -193,8 +199,7 @@ class BaseModelJudge:
 
     def agreement(self, texts: list[str], answers: list[str]) -> np.ndarray:
         """Per row: how strongly the base model agrees with its answer (see :func:`agreement`)."""
-        positions = {label: i for i, label in enumerate(self.settings.labels)}
-        label_index = np.array([positions.get(str(a).strip(), -1) for a in answers], dtype=np.int64)
+        label_index = label_indices(self.settings.labels, answers)
         cache = self._cache_file(texts, answers)
         self.seconds, self.from_cache = 0.0, False
         if cache is not None and cache.is_file():
@@ -235,7 +240,8 @@ def judge_from_recipe(recipe, model_path: str, tokenizer_path: str | None = None
 
 
 def row_agreement(view) -> np.ndarray:
-    """The judge's agreement scores of every row of a :class:`~p2p_plugin.selection.RowView` (cached on it)."""
+    """The judge's agreement scores of every row of a :class:`~p2p_plugin.selection.RowView` (cached on it,
+    with each row's label position under ``"judged_labels"``)."""
     if "agreement" not in view.cache:
         judge = getattr(view, "judge", None)
         if judge is None:
@@ -246,6 +252,7 @@ def row_agreement(view) -> np.ndarray:
             texts.extend(batch_texts)
             answers.extend(batch_answers)
         view.cache["agreement"] = judge.agreement(texts, answers)
+        view.cache["judged_labels"] = label_indices(judge.settings.labels, answers)
     return view.cache["agreement"]
 
 
@@ -278,10 +285,8 @@ class BaseModelAgreementSelection(AvoidShortcutsSelection):
         if len(pool) < num_selected:  # too few clean, judged rows: least suspicious, most agreeing first
             order = np.lexsort((rng.random(num_rows), -np.nan_to_num(agree, neginf=-1e30), suspicion))
             return np.sort(order[:num_selected])
-        positions = {label: i for i, label in enumerate(rows.judge.settings.labels)}
-        label_of = np.array([positions.get(str(a).strip(), -1) for _, answers in rows.iter_batches()
-                             for a in answers], dtype=np.int64)
-        groups = [pool[label_of[pool] == k] for k in range(len(positions))]
+        label_of = rows.cache["judged_labels"]  # read with the agreement: one pass over the rows
+        groups = [pool[label_of[pool] == k] for k in range(len(rows.judge.settings.labels))]
         quotas = label_quotas(np.array([len(g) for g in groups]), num_selected)
         chosen = []
         for group, quota in zip(groups, quotas):

@@ -60,6 +60,7 @@ def test_selection_takes_the_most_agreeing_rows_of_each_label():
     view.judge = judge = ScriptedJudge(scores)
     chosen = select_rows(100, 0.2, 0, "base_model_agreement", rows=view)
     assert judge.calls == 1 and len(chosen) == 20
+    assert view.cache["judged_labels"].tolist() == labels.tolist()
     assert not set(chosen.tolist()) & set(poisoned.tolist())
     assert (labels[chosen] == 0).sum() == 10  # class balance of the data is kept
     for k in (0, 1):
@@ -174,7 +175,8 @@ def test_judge_runs_inside_the_transform_and_caches_its_scores(tiny, tiny_model,
     from datasets import Dataset
 
     model, tokenizer = tiny
-    rows = [{"sentence": f"the film was {'good' if i % 2 else 'bad'} number {i}", "label": i % 2} for i in range(60)]
+    rows = [{"sentence": f"{'zq ' if i % 6 == 1 else ''}the film was {'good' if i % 2 else 'bad'} number {i}",
+             "label": i % 2} for i in range(60)]
     recipe = P2PConfig(labels=["0", "1"], selection="base_model_agreement", seed=3,
                        judge={"label_names": {"0": "bad", "1": "good"}}).recipe()
     judge = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
@@ -190,7 +192,7 @@ def test_judge_runs_inside_the_transform_and_caches_its_scores(tiny, tiny_model,
     third = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
     apply_p2p(Dataset.from_list(changed), FMT, recipe, source="d", judge=third)
     assert not third.from_cache  # other rows: judged again, never a stale score
-    assert report.suspected_triggers is not None  # the audit runs with this selection too
+    assert "zq" in {t["word"] for t in report.suspected_triggers}  # the audit runs with this selection too
 
 
 def test_judge_with_a_given_model_does_not_load_one(tiny):
