@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -109,12 +108,11 @@ def markdown(results: dict, command: str) -> str:
 def main(argv=None):
     args = parse_args(argv)
     command = "python bench/judge.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    import torch
+    from defense import machine_info
 
-    machine = {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     results = {"settings": {"work": str(args.work), "rate": args.rate, "mode": args.mode, "ratio": args.ratio,
                             "seed": args.seed, "model": args.model.name}, "command": command,
-               "date": time.strftime("%Y-%m-%d"), "machine": machine, "attacks": {}}
+               "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "attacks": {}}
     for attack in args.attacks:
         folder = args.work / f"{attack}-{int(round(100 * args.rate))}pct-{args.mode}"
         if not (folder / "attack.json").is_file():
