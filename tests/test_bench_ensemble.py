@@ -1,0 +1,78 @@
+"""bench/ensemble.py: seed ensembles of P2P arms (soft vote, overlap of the rows each seed fails on)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from axolotl_helpers import write_jsonl
+from bench_helpers import bench_modules
+
+
+@pytest.fixture()
+def ensemble_bench():
+    with bench_modules("ensemble") as module:
+        yield module
+
+
+def test_soft_vote_averages_probabilities_not_votes(ensemble_bench):
+    # row 0: two members lean weakly to label 0, one is sure of label 1 -> the mean picks 1 (a majority vote would pick 0)
+    a = np.array([[0.55, 0.45], [0.9, 0.1]])
+    b = np.array([[0.55, 0.45], [0.8, 0.2]])
+    c = np.array([[0.01, 0.99], [0.2, 0.8]])
+    assert ensemble_bench.soft_vote([a, b, c]).tolist() == [1, 0]
+    assert ensemble_bench.soft_vote([a]).tolist() == [0, 0]
+
+
+def test_target_hits_counts_members_per_non_target_row(ensemble_bench):
+    project = {"0": "0", "1": "1", "2": "0", "3": "1"}.get
+    truths = ["0", "1", "0", "0"]  # row 1 is a target row: excluded, as attack_success_rate does
+    first = ["3", "1", "2", "3"]   # hits rows 0 and 3 (safe label 3 projects to the target 1)
+    second = ["1", "1", "3", "2"]  # hits rows 0 and 2
+    hits = ensemble_bench.target_hits([first, second], truths, "1", project)
+    assert hits.tolist() == [2, 1, 1]
+    assert ensemble_bench.jaccard({0, 3}, {0, 2}) == pytest.approx(1 / 3)
+    assert ensemble_bench.jaccard(set(), set()) is None
+
+
+def test_ensemble_bench_end_to_end_on_copies_of_one_model(ensemble_bench, tiny_model, tmp_path):
+    from tiny_model import defended_model_dir
+
+    work = tmp_path / "work"
+    folder = work / "clause-10pct-dirty"
+    folder.mkdir(parents=True)
+    clean = [{"sentence": f"the film {i} was {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(12)]
+    triggered = [{"sentence": f"as it turns out , the film {i} was bad", "label": i % 2} for i in range(10)]
+    write_jsonl(folder / "test_clean.jsonl", clean)
+    write_jsonl(folder / "test_triggered.jsonl", triggered)
+    (folder / "attack.json").write_text(json.dumps({"text_field": "sentence", "answer_field": "label"}))
+    for name in ("p2p-avoid_shortcuts", "p2p-avoid_shortcuts-seed2"):  # seeds 0 and 2; seed 1 missing
+        defended_model_dir(tiny_model, folder / name)
+    defended_model_dir(tiny_model, folder / "p2p-base_model_agreement")  # one member only: skipped
+    from p2p_plugin.recipe import P2PRecipe
+
+    defended_model_dir(tiny_model, work / "clean-model-train_subset",
+                       P2PRecipe(labels=("0", "1"), safe_labels=("2", "3"), enabled=False))  # the floor's model
+    out = tmp_path / "res" / "ensemble"
+    argv = ["--work", str(work), "--attacks", "clause", "--model", str(tiny_model), "--out", str(out)]
+    ensemble_bench.main(argv)
+    report = json.loads(out.with_suffix(".json").read_text())["attacks"]["clause"]
+    assert report["p2p-base_model_agreement"] is None
+    r = report["p2p-avoid_shortcuts"]
+    assert set(r["seeds"]) == {"0", "2"} and set(r["ensembles"]) == {"0+2"}
+    single = r["seeds"]["0"]
+    assert single["asr"]["n"] == 5 and single["ca"]["n"] == 12  # the 5 non-target triggered rows, every clean row
+    # identical members: the vote is each member, and every row is hit by none or by both
+    assert r["ensembles"]["0+2"]["asr"] == single["asr"] == r["seeds"]["2"]["asr"]
+    assert r["ensembles"]["0+2"]["ca"] == single["ca"]
+    hist = r["rows_by_members_hitting_target"]
+    assert sum(hist.values()) == 5 and hist["1"] == 0 and hist["2"] == single["asr"]["k"]
+    in_floor = r["floor_rows_by_members_hitting_target"]
+    assert sum(in_floor.values()) == r["floor_rows"] <= 5 and all(in_floor[k] <= hist[k] for k in hist)
+    caches = sorted(p.name for p in folder.glob("*.label_probs.*.json"))
+    assert len(caches) == 5  # clean + triggered per member, triggered for the clean model (all in the attack folder)
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*.label_probs.*.json")}
+    ensemble_bench.main(argv)  # second run: read from the caches, nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert json.loads(out.with_suffix(".json").read_text())["attacks"]["clause"]["p2p-avoid_shortcuts"] == r
+    assert "| clause | p2p-avoid_shortcuts |" in out.with_suffix(".md").read_text()
