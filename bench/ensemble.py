@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--floor-arm", default="clean-model-train_subset",
                    help="the clean model's folder under --work (bench/defense.py trains one per work folder)")
     p.add_argument("--eval-rows", type=int, default=1000, help="cap on each test set, as bench/defense.py --eval-rows")
+    p.add_argument("--eval-split", choices=["dev", "heldout"], default="dev",
+                   help="heldout: the test rows of a `bench/defense.py --eval-split heldout` run (<attack folder>/heldout/)")
     p.add_argument("--target", default="1")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ensemble")
     return p.parse_args(argv)
@@ -109,6 +111,11 @@ def jaccard(a: set, b: set) -> float | None:
     return len(a & b) / len(a | b) if a | b else None
 
 
+def result_suffix(args) -> str:
+    """The name ending of bench/defense.py's per-arm result for ``--eval-split``."""
+    return ".result.json" if args.eval_split == "dev" else f".{args.eval_split}.result.json"
+
+
 def rate(r) -> dict:
     return {"k": r.k, "n": r.n, "value": round(r.value, 4), "ci95": [round(x, 4) for x in r.ci95]}
 
@@ -146,7 +153,7 @@ def measure_arm(folder: Path, arm: str, args, clean_rows, trig_rows) -> dict | N
     out = {"members": {str(s): str(p.relative_to(args.work)) for s, p in members.items()}, "seeds": {}, "ensembles": {}}
     for s, r in singles.items():
         out["seeds"][str(s)] = {k: v for k, v in r.items() if k != "trig_pred"}
-        recorded = folder / f"{member_name(arm, s)}.result.json"
+        recorded = folder / f"{member_name(arm, s)}{result_suffix(args)}"
         if recorded.is_file():  # bench/defense.py's own reading of this member (same rows when --eval-rows agree)
             asr = json.loads(recorded.read_text())["readings"]["p2p"]["asr"]["projected"]["k"]
             out["seeds"][str(s)]["matches_defense_result"] = asr == r["asr"]["k"]
@@ -167,7 +174,7 @@ def measure_arm(folder: Path, arm: str, args, clean_rows, trig_rows) -> dict | N
         for combo in itertools.combinations(members, size):
             r = read([clean_p[s] for s in combo], [trig_p[s] for s in combo])
             out["ensembles"]["+".join(map(str, combo))] = {k: v for k, v in r.items() if k != "trig_pred"}
-    floor = folder / "clean.result.json"
+    floor = folder / f"clean{result_suffix(args)}"
     if floor.is_file():
         recorded = json.loads(floor.read_text())["readings"]["no benign trigger"]["asr"]["projected"]
         out["floor_asr"] = recorded["value"]
@@ -182,7 +189,7 @@ def _round(x):
 
 def markdown(results: dict, command: str) -> str:
     lines = ["# Seed ensembles of P2P models (soft vote over training seeds)", "", f"Command: `{command}`", "",
-             f"Date {results['date']}; machine: {results['machine']}. Members: P2P arms of one config that differ "
+             f"Date {results['date']}; machine: {results['machine']}; test rows: {results['settings']['eval_split']}. Members: P2P arms of one config that differ "
              "only in `--train-seeds` (LoRA init, row order; for avoid_shortcuts also the subset draw). P2P reading: "
              "benign trigger on, inputs as given. Soft vote: mean of the members' label probabilities. "
              "`rows hit by 0, 1, ... seeds`: triggered non-target rows that that many seeds call target; in brackets "
@@ -215,10 +222,12 @@ def main(argv=None):
                "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "attacks": {}}
     for attack in args.attacks:
         folder = args.work / f"{attack}-{int(round(100 * args.rate))}pct-{args.mode}"
-        if not (folder / "test_clean.jsonl").is_file():
-            raise SystemExit(f"{folder}/test_clean.jsonl not found: run bench/defense.py for {attack} with --work {args.work} first")
-        clean_rows = read_rows(folder / "test_clean.jsonl")[: args.eval_rows]
-        trig_rows = read_rows(folder / "test_triggered.jsonl")[: args.eval_rows]
+        tests = folder if args.eval_split == "dev" else folder / args.eval_split
+        if not (tests / "test_clean.jsonl").is_file():
+            raise SystemExit(f"{tests}/test_clean.jsonl not found: run bench/defense.py for {attack} with --work {args.work}"
+                             f" --eval-split {args.eval_split} first")
+        clean_rows = read_rows(tests / "test_clean.jsonl")[: args.eval_rows]
+        trig_rows = read_rows(tests / "test_triggered.jsonl")[: args.eval_rows]
         for arm in args.arms:
             result = measure_arm(folder, arm, args, clean_rows, trig_rows)
             results["attacks"].setdefault(attack, {})[arm] = result

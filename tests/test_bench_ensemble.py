@@ -76,3 +76,10 @@ def test_ensemble_bench_end_to_end_on_copies_of_one_model(ensemble_bench, tiny_m
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert json.loads(out.with_suffix(".json").read_text())["attacks"]["clause"]["p2p-avoid_shortcuts"] == r
     assert "| clause | p2p-avoid_shortcuts |" in out.with_suffix(".md").read_text()
+    # --eval-split heldout reads the rows a `defense.py --eval-split heldout` run wrote under <attack>/heldout/
+    (folder / "heldout").mkdir()
+    write_jsonl(folder / "heldout" / "test_clean.jsonl", clean[:6])
+    write_jsonl(folder / "heldout" / "test_triggered.jsonl", triggered[:4])
+    ensemble_bench.main(argv[:-1] + [str(tmp_path / "res" / "heldout"), "--eval-split", "heldout"])
+    held = json.loads((tmp_path / "res" / "heldout.json").read_text())["attacks"]["clause"]["p2p-avoid_shortcuts"]
+    assert held["seeds"]["0"]["ca"]["n"] == 6 and held["seeds"]["0"]["asr"]["n"] == 2
