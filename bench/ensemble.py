@@ -120,7 +120,24 @@ def rate(r) -> dict:
     return {"k": r.k, "n": r.n, "value": round(r.value, 4), "ci95": [round(x, 4) for x in r.ci95]}
 
 
-def measure_arm(folder: Path, arm: str, args, clean_rows, trig_rows) -> dict | None:
+def test_sets(folder: Path, split: str, eval_rows: int) -> tuple[tuple[list, list], tuple[list, list]]:
+    """``((clean texts, answers), (triggered texts, answers))``: the test rows bench/defense.py wrote for the
+    attack in ``folder`` (``split`` heldout: those under ``heldout/``), each set capped at ``eval_rows``,
+    answers as strings; fields from the attack's ``attack.json``."""
+    tests = folder if split == "dev" else folder / split
+    if not (tests / "test_clean.jsonl").is_file():
+        raise SystemExit(f"{tests}/test_clean.jsonl not found: run bench/defense.py for this attack with --work "
+                         f"{folder.parent} --eval-split {split} first")
+    sidecar = json.loads((folder / "attack.json").read_text())
+    text, answer = sidecar["text_field"], sidecar["answer_field"]
+    out = []
+    for name in ("clean", "triggered"):
+        rows = read_rows(tests / f"test_{name}.jsonl")[:eval_rows]
+        out.append(([r[text] for r in rows], [str(r[answer]) for r in rows]))
+    return out[0], out[1]
+
+
+def measure_arm(folder: Path, arm: str, args, clean, triggered) -> dict | None:
     from p2p_plugin.manifest import read_manifest
 
     members = {s: folder / member_name(arm, s) for s in args.seeds if has_weights(folder / member_name(arm, s))}
@@ -128,10 +145,7 @@ def measure_arm(folder: Path, arm: str, args, clean_rows, trig_rows) -> dict | N
         print(f"[ensemble] {folder.name}/{arm}: {len(members)} member(s) with weights, need 2: skipped", flush=True)
         return None
     space = read_manifest(next(iter(members.values()))).recipe.label_space()
-    sidecar = json.loads((folder / "attack.json").read_text())
-    text, answer = sidecar["text_field"], sidecar["answer_field"]
-    clean_x, trig_x = [r[text] for r in clean_rows], [r[text] for r in trig_rows]
-    clean_y, trig_y = [str(r[answer]) for r in clean_rows], [str(r[answer]) for r in trig_rows]
+    (clean_x, clean_y), (trig_x, trig_y) = clean, triggered
     labels, clean_p, trig_p = None, {}, {}
     for seed, path in members.items():
         lab_c, clean_p[seed] = label_probabilities(path, clean_x, args.model, folder)
@@ -222,14 +236,9 @@ def main(argv=None):
                "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "attacks": {}}
     for attack in args.attacks:
         folder = args.work / f"{attack}-{int(round(100 * args.rate))}pct-{args.mode}"
-        tests = folder if args.eval_split == "dev" else folder / args.eval_split
-        if not (tests / "test_clean.jsonl").is_file():
-            raise SystemExit(f"{tests}/test_clean.jsonl not found: run bench/defense.py for {attack} with --work {args.work}"
-                             f" --eval-split {args.eval_split} first")
-        clean_rows = read_rows(tests / "test_clean.jsonl")[: args.eval_rows]
-        trig_rows = read_rows(tests / "test_triggered.jsonl")[: args.eval_rows]
+        clean, triggered = test_sets(folder, args.eval_split, args.eval_rows)
         for arm in args.arms:
-            result = measure_arm(folder, arm, args, clean_rows, trig_rows)
+            result = measure_arm(folder, arm, args, clean, triggered)
             results["attacks"].setdefault(attack, {})[arm] = result
             if result:
                 print(f"[ensemble] {attack}/{arm}: seeds {[v['asr']['value'] for v in result['seeds'].values()]}, "

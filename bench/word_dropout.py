@@ -28,7 +28,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from p2p_plugin.attacks import read_rows  # noqa: E402
 from p2p_plugin.metrics import attack_success_rate, clean_accuracy  # noqa: E402
 
 
@@ -72,12 +71,12 @@ def vote(probs: np.ndarray, copies: int) -> np.ndarray:
 
 
 def read(arm_dir: Path, folder: Path, args, clean, trig, copies: int, rate: float) -> dict:
-    from ensemble import label_probabilities
+    from ensemble import label_probabilities, rate as rate_dict
 
     from p2p_plugin.manifest import read_manifest
 
-    space = read_manifest(arm_dir).recipe.label_space()
-    benign = read_manifest(arm_dir).recipe.enabled
+    recipe = read_manifest(arm_dir).recipe
+    space, benign = recipe.label_space(), recipe.enabled
     out = {}
     for name, (x, y) in {"clean": clean, "triggered": trig}.items():
         texts = x if copies == 1 and rate == 0 else dropout_copies(x, copies, rate, args.seed)
@@ -89,8 +88,7 @@ def read(arm_dir: Path, folder: Path, args, clean, trig, copies: int, rate: floa
         else:
             out["asr"] = attack_success_rate(pred, y, args.target, space.labels, space.safe_labels,
                                              expected_space=space_name)["projected"]
-    return {k: {"k": v.k, "n": v.n, "value": round(v.value, 4), "ci95": [round(c, 4) for c in v.ci95]}
-            for k, v in out.items()}
+    return {k: rate_dict(v) for k, v in out.items()}
 
 
 def main(argv=None):
@@ -99,11 +97,9 @@ def main(argv=None):
     from defense import machine_info
 
     folder = args.work / f"{args.attack}-{int(round(100 * args.attack_rate))}pct-{args.mode}"
-    sidecar = json.loads((folder / "attack.json").read_text())
-    text, answer = sidecar["text_field"], sidecar["answer_field"]
-    rows = {n: read_rows(folder / f"test_{n}.jsonl")[: args.eval_rows] for n in ("clean", "triggered")}
-    clean = ([r[text] for r in rows["clean"]], [str(r[answer]) for r in rows["clean"]])
-    trig = ([r[text] for r in rows["triggered"]], [str(r[answer]) for r in rows["triggered"]])
+    from ensemble import test_sets
+
+    clean, trig = test_sets(folder, "dev", args.eval_rows)
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
                "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "arms": {}}
     arms = [(args.floor_arm, args.work / args.floor_arm)] + [(a, folder / a) for a in args.arms]
