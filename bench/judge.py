@@ -42,6 +42,7 @@ PROMPTS = {
                                "Answer with one word: {choices}.",
 }
 STRATEGIES = ("random", "avoid_shortcuts", "base_model_agreement")
+MOST_CONTRADICTED = (20, 50, 100, 200)
 
 
 def parse_args(argv=None):
@@ -77,6 +78,8 @@ def measure(folder: Path, prompt: str, args) -> dict:
     agree = view.cache["agreement"]
     mask = np.zeros(len(rows), dtype=bool)
     mask[list(poisoned)] = True
+    order = np.argsort(agree, kind="stable")  # most contradicted first: how pure a set of "likely poisoned" rows is
+    out["poisoned_among_most_contradicted"] = {str(k): int(mask[order[:k]].sum()) for k in MOST_CONTRADICTED}
     out.update(agreement_with_labels=round(float((agree > 0).mean()), 4),
                contradicts_clean=round(float((agree[~mask] < 0).mean()), 4),
                contradicts_poisoned=round(float((agree[mask] < 0).mean()), 4) if mask.any() else None,
@@ -93,14 +96,17 @@ def markdown(results: dict, command: str) -> str:
              "Agreement = share of training rows whose given label the base model agrees with (what a defender "
              "sees; the prompt with the highest agreement is the one to use). Poisoned in subset: of the "
              f"{results['settings']['ratio']:g} x rows benign subset (seed {results['settings']['seed']}).", "",
-             "| attack | prompt | agreement | contradicts clean / poisoned | poisoned in subset: random / avoid_shortcuts / base_model_agreement | judge s |",
-             "|---|---|---|---|---|---|"]
+             "Poisoned among the most contradicted: of the k rows the judge contradicts most, how many are poisoned "
+             f"(k = {', '.join(map(str, MOST_CONTRADICTED))}): how pure a set of likely-poisoned rows it can name.", "",
+             "| attack | prompt | agreement | contradicts clean / poisoned | poisoned in subset: random / avoid_shortcuts / base_model_agreement | poisoned among the most contradicted | judge s |",
+             "|---|---|---|---|---|---|---|"]
     for attack, by_prompt in results["attacks"].items():
         for prompt, r in by_prompt.items():
             seconds = "cached" if r["from_cache"] else f"{r['judge_seconds']:.0f}"
             lines.append(f"| {attack} | {prompt} | {100 * r['agreement_with_labels']:.1f}% | "
                          f"{100 * r['contradicts_clean']:.1f}% / {100 * r['contradicts_poisoned']:.1f}% | "
-                         f"{r['random']} / {r['avoid_shortcuts']} / {r['base_model_agreement']} of {r['poisoned']} | {seconds} |")
+                         f"{r['random']} / {r['avoid_shortcuts']} / {r['base_model_agreement']} of {r['poisoned']} | "
+                         f"{' / '.join(str(v) for v in r['poisoned_among_most_contradicted'].values())} | {seconds} |")
     lines += ["", "Prompts:"] + [f"- {name}: `{text!r}`" for name, text in PROMPTS.items()]
     return "\n".join(lines) + "\n"
 

@@ -34,6 +34,9 @@ def test_judge_bench_reports_every_prompt_and_reuses_the_cache(judge_bench, tiny
         assert r["rows"] == 80 and r["poisoned"] == 8 and not r["from_cache"]
         assert all(0 <= r[s] <= 8 for s in ("random", "avoid_shortcuts", "base_model_agreement"))
         assert 0 <= r["agreement_with_labels"] <= 1
+        most = r["poisoned_among_most_contradicted"]  # 80 rows: every k >= 80 counts all 8 poisoned rows
+        assert list(most) == ["20", "50", "100", "200"] and most["100"] == most["200"] == 8
+        assert most["20"] <= most["50"] <= 8
     assert len(list((work / "prepared" / "p2p-judgements").glob("judgement-*.npy"))) == 2
     judge_bench.main(argv)
     again = json.loads((tmp_path / "res" / "judge.json").read_text())["attacks"]["clause"]
