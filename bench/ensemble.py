@@ -117,7 +117,7 @@ def result_suffix(args) -> str:
 
 
 def rate(r) -> dict:
-    return {"k": r.k, "n": r.n, "value": round(r.value, 4), "ci95": [round(x, 4) for x in r.ci95]}
+    return {"k": r.k, "n": r.n, "value": r.value, "ci95": list(r.ci95)}  # unrounded, as bench/defense.py stores it
 
 
 def test_sets(folder: Path, split: str, eval_rows: int) -> tuple[tuple[list, list], tuple[list, list]]:
