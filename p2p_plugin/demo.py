@@ -24,14 +24,14 @@ def add_demo_arguments(p):
     p.add_argument("--data-dir", default=os.environ.get("P2P_DATA_DIR", "../shared/data"),
                    help="folder holding sst2/train.jsonl and sst2/dev.jsonl")
     p.add_argument("--out", default="demo_runs", help="work folder (resumable)")
-    p.add_argument("--train-rows", type=int, default=600)
+    p.add_argument("--train-rows", type=int, default=1000)
     p.add_argument("--eval-rows", type=int, default=200, help="clean and triggered test rows (each)")
     p.add_argument("--attack", default="badnets")
     p.add_argument("--poison-rate", type=float, default=0.1)
     p.add_argument("--target", default="1")
     p.add_argument("--ratio", type=float, default=0.2, help="p2p.ratio")
     p.add_argument("--selection", default=None, help="p2p.selection of the P2P arm (default: the plugin's default)")
-    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--epochs", type=float, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--micro-batch-size", type=int, default=1,
                    help="packed sequences per step: small = more optimizer updates for the same compute")
