@@ -302,6 +302,20 @@ def run_generation_matrix(args, model, work, data_dir, results):
                             target, results, removed_words=suspected_words(poisoned))
 
 
+def attack_tag(attack: str, rate: float, label_mode: str) -> str:
+    """An attack's folder name under ``--work``, e.g. ``clause-10pct-dirty`` (bench/judge.py, ensemble.py and
+    word_dropout.py find the folders by it)."""
+    return f"{attack}-{int(rate * 1000) / 10:g}pct-{label_mode}"
+
+
+def write_json_and_markdown(out: Path, results: dict, markdown: str) -> None:
+    """``<out>.json`` and ``<out>.md`` (the small bench scripts' reports)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(f"wrote {out}.json and {out}.md")
+
+
 def run_classification_matrix(args, model, work, data_dir, results):
     rows = read_rows(data_dir / "sst2" / "train.jsonl")
     random.Random(args.seed).shuffle(rows)
@@ -311,7 +325,7 @@ def run_classification_matrix(args, model, work, data_dir, results):
     for label_mode in args.label_mode:
         for attack in args.attacks:
             for rate in args.rates:
-                tag = f"{attack}-{int(rate * 1000) / 10:g}pct-{label_mode}"
+                tag = attack_tag(attack, rate, label_mode)
                 attack_dir = work / tag
                 spec = AttackSpec(name=attack, poison_rate=rate, target=args.target, seed=args.seed,
                                   label_mode=label_mode, **({"words": ("mn",)} if attack == "badnets" else {}))

@@ -230,12 +230,12 @@ def markdown(results: dict, command: str) -> str:
 def main(argv=None):
     args = parse_args(argv)
     command = "python bench/ensemble.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    from defense import machine_info
+    from defense import attack_tag, machine_info, write_json_and_markdown
 
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
                "command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "attacks": {}}
     for attack in args.attacks:
-        folder = args.work / f"{attack}-{int(round(100 * args.rate))}pct-{args.mode}"
+        folder = args.work / attack_tag(attack, args.rate, args.mode)
         clean, triggered = test_sets(folder, args.eval_split, args.eval_rows)
         for arm in args.arms:
             result = measure_arm(folder, arm, args, clean, triggered)
@@ -243,10 +243,7 @@ def main(argv=None):
             if result:
                 print(f"[ensemble] {attack}/{arm}: seeds {[v['asr']['value'] for v in result['seeds'].values()]}, "
                       f"ensembles {[(k, v['asr']['value']) for k, v in result['ensembles'].items()]}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results, command))
-    print(f"wrote {args.out}.json and {args.out}.md")
+    write_json_and_markdown(args.out, results, markdown(results, command))
 
 
 if __name__ == "__main__":

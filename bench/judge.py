@@ -114,23 +114,20 @@ def markdown(results: dict, command: str) -> str:
 def main(argv=None):
     args = parse_args(argv)
     command = "python bench/judge.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    from defense import machine_info
+    from defense import attack_tag, machine_info, write_json_and_markdown
 
     results = {"settings": {"work": str(args.work), "rate": args.rate, "mode": args.mode, "ratio": args.ratio,
                             "seed": args.seed, "model": args.model.name}, "command": command,
                "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "attacks": {}}
     for attack in args.attacks:
-        folder = args.work / f"{attack}-{int(round(100 * args.rate))}pct-{args.mode}"
+        folder = args.work / attack_tag(attack, args.rate, args.mode)
         if not (folder / "attack.json").is_file():
             raise SystemExit(f"{folder}/attack.json not found: run bench/defense.py for {attack} with --work {args.work} first")
         for name in args.prompts:
             result = measure(folder, PROMPTS[name], args)
             results["attacks"].setdefault(attack, {})[name] = result
             print(f"[judge] {attack} / {name}: {result}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results, command))
-    print(f"wrote {args.out}.json and {args.out}.md")
+    write_json_and_markdown(args.out, results, markdown(results, command))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Writes bench/results/word_dropout.json and bench/results/word_dropout.md.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -94,10 +93,10 @@ def read(arm_dir: Path, folder: Path, args, clean, trig, copies: int, rate: floa
 def main(argv=None):
     args = parse_args(argv)
     command = "python bench/word_dropout.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    from defense import machine_info
-
-    folder = args.work / f"{args.attack}-{int(round(100 * args.attack_rate))}pct-{args.mode}"
+    from defense import attack_tag, machine_info, write_json_and_markdown
     from ensemble import test_sets
+
+    folder = args.work / attack_tag(args.attack, args.attack_rate, args.mode)
 
     clean, trig = test_sets(folder, "dev", args.eval_rows)
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
@@ -107,8 +106,6 @@ def main(argv=None):
         results["arms"][name] = {"as given": read(arm_dir, folder, args, clean, trig, 1, 0.0),
                                  "word dropout": read(arm_dir, folder, args, clean, trig, args.copies, args.rate)}
         print(f"[word_dropout] {name}: {results['arms'][name]}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Test-time word dropout ({args.copies} copies, {args.rate:g} of the words left out; {args.attack})", "",
              f"Command: `{command}`", "", f"Date {results['date']}; machine: {results['machine']}. P2P arms read with "
              "their benign trigger, the clean model (the floor) without; percent, 95% Wilson intervals.", "",
@@ -117,8 +114,7 @@ def main(argv=None):
         cell = lambda x: f"{100 * x['value']:.1f} [{100 * x['ci95'][0]:.1f}, {100 * x['ci95'][1]:.1f}]"  # noqa: E731
         lines.append(f"| {name} | {cell(r['as given']['asr'])} | {cell(r['word dropout']['asr'])} | "
                      f"{cell(r['as given']['ca'])} | {cell(r['word dropout']['ca'])} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}.json and {args.out}.md")
+    write_json_and_markdown(args.out, results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
