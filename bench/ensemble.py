@@ -10,9 +10,10 @@ that instability is:
     benign trigger on), then argmax and projection, as one model would be read. Every subset of two
     or more members is reported, so the gain of adding a member is visible.
 It trains nothing: the members are P2P arms a `bench/defense.py --train-seeds` run left in its work
-folder (`<attack folder>/<arm>` for seed 0, `<arm>-seed<N>` for the others). Each member's label
-probabilities are cached beside it (`<arm>.label_probs.<split>.json`, keyed by the test rows), so a
-second run costs nothing. The P2P reading is the inputs as given (no words removed).
+folder (`<attack folder>/<arm>` for seed 0, `<arm>-seed<N>` for the others). Each model's label
+probabilities are cached beside the attack's rows (`<arm>.label_probs.<digest>.json`, keyed by the model
+folder and the texts), so a second run costs nothing. The P2P reading is the inputs as given (no words
+removed). The clean model's own hits (`--floor-arm`) split the rows into the floor's and the backdoor's.
 
 Run:  .venv/bin/python bench/ensemble.py --work bench/work/cpu-seeds --attacks clause ctba addsent
 Writes bench/results/ensemble.json and bench/results/ensemble.md.
