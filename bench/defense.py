@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -49,7 +50,8 @@ from p2p_plugin.recipe import P2PRecipe  # noqa: E402
 from p2p_plugin.formats import AlpacaFormat, PlainFormat  # noqa: E402
 from p2p_plugin.config_checks import judgement_cache_dir  # noqa: E402
 from p2p_plugin.judgement import judge_from_recipe  # noqa: E402
-from p2p_plugin.selection import AUDITING_SELECTIONS, RowView, select_rows  # noqa: E402
+from p2p_plugin.selection import AUDITING_SELECTIONS, RowView  # noqa: E402
+from p2p_plugin.transform import benign_rows  # noqa: E402
 from p2p_plugin.shortcuts import audit_rows, removal_terms  # noqa: E402
 from p2p_plugin.evaluate import bar_chart, evaluate_classification, evaluate_generation, table_rows  # noqa: E402
 from p2p_plugin.inference import P2PModel  # noqa: E402
@@ -111,6 +113,9 @@ def build_parser():
     p.add_argument("--decoys", nargs="+", type=float, default=None,
                    help="p2p.decoys shares, one P2P arm each (avoid_shortcuts only; 0 = none, the default); "
                         "arms with decoys are named p2p-avoid_shortcuts...-decoys<share>")
+    p.add_argument("--relabel", nargs="+", type=float, default=None,
+                   help="p2p.relabel shares, one P2P arm each (base_model_agreement only; 0 = none, the default); "
+                        "arms with it are named p2p-base_model_agreement...-relabel<share>")
     p.add_argument("--train-seeds", nargs="+", type=int, default=None,
                    help="repeat every P2P arm with each of these seeds (P2P selection + training: LoRA init, row "
                         "order; the data, attack, no-defense and clean arms keep --seed); arms with a seed other "
@@ -157,11 +162,11 @@ def eval_device(choice: str) -> str:
 
 
 def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, selection: str, ratio=None,
-               placement=None, decoys=None, seed=None) -> dict:
+               placement=None, decoys=None, seed=None, relabel=None) -> dict:
     """One arm's Axolotl config from the benchmark's flags (every arm of a --work shares its prepared-data cache)."""
     return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task, ratio=ratio,
                            placement=placement, packing=args.sample_packing, bf16=args.bf16, decoys=decoys,
-                           seed=seed)
+                           seed=seed, relabel=relabel)
 
 
 def train_shared_clean_model(data: Path, model, args, work: Path):
@@ -184,7 +189,7 @@ def locked(path: Path):
 
 def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended, selection="random", target=None,
             ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None,
-            removed_words=()):
+            removed_words=(), relabel=None):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
     arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
@@ -200,7 +205,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             return json.loads(arm_json.read_text())
         result = _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection,
                                      target, ratio, placement, shared_clean, poisoned_indices, decoys, seed,
-                                     removed_words)
+                                     removed_words, relabel)
         tmp = arm_json.with_name(arm_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, arm_json)  # readers outside the lock see the whole file or none
@@ -209,13 +214,13 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
 
 def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection, target,
                         ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None,
-                        removed_words=()) -> dict:
+                        removed_words=(), relabel=None) -> dict:
     if shared_clean:
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work)
     else:
         arm_dir = work / name
         cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
-                         decoys=decoys, seed=seed)
+                         decoys=decoys, seed=seed, relabel=relabel)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
@@ -232,6 +237,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                                          progress=True, removed_words=removed_words, **batch)
     if defended:  # stored with the arm, so a report written elsewhere needs no access to its training file
         result["poisoned_in_benign_subset"] = poisoned_in_benign_subset(arm_dir, poisoned_indices or [])
+        result["poisoned_relabeled"] = poisoned_relabeled(arm_dir, poisoned_indices or [])
     result.update(train_wall_s=trained["seconds"], train_runtime_s=runtime,
                   tokens_per_s=(tokens * args.epochs / runtime)
                   if runtime and not args.max_steps and not trained.get("resumed_from") else None,
@@ -240,6 +246,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                   ratio=(ratio if ratio is not None else args.ratio) if defended else None,
                   placement=(placement or P2PRecipe.placement) if defended else None,
                   decoys=(decoys or P2PRecipe.decoys) if defended else None,
+                  relabel=(relabel or P2PRecipe.relabel) if defended else None,
                   seed=args.seed if seed is None else seed, eval_split=args.eval_split,
                   trained_in=str(arm_dir.relative_to(work)),
                   rows_selected=sum(d["rows_selected"] for d in manifest.datasets), machine=machine_info())
@@ -394,21 +401,24 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
 
 
 def p2p_arms(args) -> dict[str, dict]:
-    """The P2P arms the flags ask for, by name (``p2p-<selection>[-rho..][-<placement>][-decoys..][-seed..]``),
+    """The P2P arms the flags ask for, by name (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-seed..]``),
     each with its ``run_arm`` keywords; an option left at its default adds nothing to the name."""
     arms = {}
     for seed in args.train_seeds or [args.seed]:
-        for decoys in args.decoys or [None]:
+        for decoys, relabel in itertools.product(args.decoys or [None], args.relabel or [None]):
             for placement in args.placements or [None]:
                 for ratio in args.ratios or [args.ratio]:
                     suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
                         f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
-                        f"-decoys{decoys:g}" if decoys else "") + ("" if seed == args.seed else f"-seed{seed}")
+                        f"-decoys{decoys:g}" if decoys else "") + (f"-relabel{relabel:g}" if relabel else "") + (
+                        "" if seed == args.seed else f"-seed{seed}")
                     for selection in args.selections:
                         if decoys and selection not in AUDITING_SELECTIONS:
                             continue  # decoys are cut from the rows avoid_shortcuts flags
+                        if relabel and selection != "base_model_agreement":
+                            continue  # the relabelled rows carry the base model's label
                         arms[f"p2p-{selection}{suffix}"] = dict(selection=selection, ratio=ratio, placement=placement,
-                                                                decoys=decoys, seed=seed)
+                                                                decoys=decoys, seed=seed, relabel=relabel)
     return arms
 
 
@@ -431,10 +441,18 @@ def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
     if recipe.judge:  # the same judge as training, its scores read from the cache training wrote
         view.judge = judge_from_recipe(recipe, cfg["base_model"], cfg.get("tokenizer_config"),
                                        cache_dir=judgement_cache_dir(cfg["dataset_prepared_path"]))
-    chosen = select_rows(len(rows), recipe.ratio, recipe.seed, recipe.selection, dataset_key=entry["source"], rows=view)
+    chosen, relabels = benign_rows(len(rows), recipe, entry["source"], view)
     if hashlib.sha256(chosen.tobytes()).hexdigest() != entry["selected_digest"]:
         raise SystemExit(f"{arm_dir}: recomputed benign subset does not match the manifest's selected_digest")
+    if sorted(relabels) != entry.get("relabeled_rows", []):
+        raise SystemExit(f"{arm_dir}: recomputed relabelled rows do not match the manifest's relabeled_rows")
     return len(set(chosen.tolist()) & set(poisoned_indices))
+
+
+def poisoned_relabeled(arm_dir: Path, poisoned_indices) -> int | None:
+    """How many of the rows ``p2p.relabel`` gave the base model's label are poisoned (None: no relabelling)."""
+    rows = read_manifest(arm_dir).datasets[0].get("relabeled_rows") or []
+    return len(set(rows) & set(poisoned_indices)) if rows else None
 
 
 def _argv_without_note(argv: list[str]) -> list[str]:

@@ -117,6 +117,15 @@ class P2PConfig(BaseModel):
         "benign space sees suspected triggers with every answer. Needs "
         "selection: avoid_shortcuts. Training only; 0 (default) turns it off.",
     )
+    relabel: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="selection: base_model_agreement only. Share of the benign rows given to the rows whose label "
+        "the base model contradicts most (not selected otherwise), each trained with the label the base model "
+        "prefers (its safe alternative) instead of its own: dirty-label poisoned rows are over-represented "
+        "there, so the benign space sees triggered rows with their true label, whatever the trigger. Changes "
+        "those rows' training labels (counted, listed in p2p_manifest.json); the base model's wrong calls "
+        "become wrong benign labels. 0 (default) turns it off.",
+    )
     trigger: str = Field(
         default=DEFAULT_TRIGGER, min_length=1,
         description="The benign trigger text, inserted verbatim (keep its trailing space for a prefix).",
@@ -184,6 +193,9 @@ class P2PConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_judge(self):
+        if self.relabel and self.selection != "base_model_agreement":
+            raise ValueError(f"p2p.relabel={self.relabel} needs p2p.selection: base_model_agreement (it takes the "
+                             f"base model's label), not {self.selection!r}")
         if self.selection != "base_model_agreement":
             if self.judge is not None:
                 raise ValueError(f"p2p.judge is used by selection: base_model_agreement only, not {self.selection!r}")
@@ -229,7 +241,7 @@ class P2PConfig(BaseModel):
             cue=self.cue, benign_cue=self.benign_cue, labels=tuple(self.labels or ()),
             safe_labels=tuple(self.safe_labels or ()), safe_prefix=self.safe_prefix,
             text_field=self.text_field, answer_field=self.label_field, ratio=self.ratio,
-            seed=self.seed, mode=self.mode, selection=self.selection, decoys=self.decoys,
+            seed=self.seed, mode=self.mode, selection=self.selection, decoys=self.decoys, relabel=self.relabel,
             judge=self.judge.model_dump(mode="json") if self.judge is not None else {},
         )
 

@@ -8,6 +8,12 @@ does). That keeps poisoned rows out of the subset without knowing the trigger, a
 word audit cannot see (the ``clause`` attack; bench/results/selection.md). It cannot see clean-label
 poison (the label is true) and it judges classification labels only.
 
+``p2p.relabel`` (opt-in, with ``base_model_agreement``): a share of the benign slots goes to the rows
+the base model contradicts most, each trained with the base model's label (its safe alternative)
+instead of its own. Dirty-label poisoned rows are over-represented there, so the benign space sees
+some triggered rows with their true label, which the benign trigger must then stand for at
+inference, without knowing the trigger. Every relabelled row is counted and listed in the manifest.
+
 How a row is judged: the user text goes into ``prompt`` (``{text}`` and ``{choices}``, e.g. "negative
 or positive"), through the tokenizer's chat template when it has one; the score of each label is the
 log-probability of its name's first token as the answer (lower-case, capitalized, with and without a
@@ -151,6 +157,11 @@ def agreement(log_probs: np.ndarray, label_index: np.ndarray) -> np.ndarray:
     return np.where(known, own - others.max(axis=1), -np.inf)
 
 
+def preferred_labels(log_probs: np.ndarray) -> np.ndarray:
+    """Per row: the position of the label the judge prefers after the same per-label calibration."""
+    return np.argmax(log_probs - np.median(log_probs, axis=0, keepdims=True), axis=1)
+
+
 def _free_memory() -> None:
     """Give a released judge model's memory back before training loads its own (GPU memory included)."""
     import gc
@@ -175,6 +186,8 @@ class BaseModelJudge:
         self.cache_dir = cache_dir
         self.seconds = 0.0
         self.from_cache = False
+        self.preferred = None
+        """After :meth:`agreement`: per row, the position of the label the judge prefers (:func:`preferred_labels`)."""
 
     def _cache_file(self, texts, answers):
         if not self.cache_dir:
@@ -205,6 +218,7 @@ class BaseModelJudge:
         if cache is not None and cache.is_file():
             log_probs, self.from_cache = np.load(cache), True
             LOG.info("P2P: the base model's judgement of %d rows read from %s", len(texts), cache)
+            self.preferred = preferred_labels(log_probs)
             return agreement(log_probs, label_index)
         start = time.perf_counter()
         model, tokenizer, loaded = self._load()
@@ -221,6 +235,7 @@ class BaseModelJudge:
             tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(tmp, log_probs)
             os.replace(tmp, cache)
+        self.preferred = preferred_labels(log_probs)
         return agreement(log_probs, label_index)
 
 
@@ -253,7 +268,31 @@ def row_agreement(view) -> np.ndarray:
             answers.extend(batch_answers)
         view.cache["agreement"] = judge.agreement(texts, answers)
         view.cache["judged_labels"] = label_indices(judge.settings.labels, answers)
+        view.cache["preferred_labels"] = getattr(judge, "preferred", None)
     return view.cache["agreement"]
+
+
+def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.ndarray, dict[int, str]]:
+    """``p2p.relabel``: ``(benign rows, {row: the judge's label})``.
+
+    ``round(share * len(selected))`` benign slots go to the rows whose label the judge contradicts most
+    (agreement below 0, most contradicted first, rows already selected excluded), each to be trained with
+    the label the judge prefers; they take the places of the selected rows the judge agrees with least,
+    so the subset keeps its size. Fewer contradicted rows than slots: all of them."""
+    agree = row_agreement(view)
+    slots = int(round(share * len(selected)))
+    contradicted = np.setdiff1d(np.flatnonzero(np.isfinite(agree) & (agree < 0)), selected)
+    chosen = contradicted[np.argsort(agree[contradicted], kind="stable")][:slots]
+    if not len(chosen):
+        return selected, {}
+    labels = view.judge.settings.labels
+    preferred = view.cache.get("preferred_labels")
+    if preferred is None:
+        if len(labels) != 2:
+            raise SelectionError("p2p.relabel needs the label the judge prefers; this judge reports agreement only")
+        preferred = 1 - view.cache["judged_labels"]  # two labels: a contradicted row's judge prefers the other one
+    keep = selected[np.argsort(-agree[selected], kind="stable")][:len(selected) - len(chosen)]
+    return np.sort(np.concatenate([keep, chosen])).astype(np.int64), {int(r): labels[preferred[r]] for r in chosen}
 
 
 def label_quotas(counts: np.ndarray, total: int) -> np.ndarray:

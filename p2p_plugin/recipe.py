@@ -33,6 +33,8 @@ class P2PRecipe:
     selection: str = "avoid_shortcuts"
     decoys: float = 0.0
     """Share of the benign rows that also get decoy fragments (training only; see ``shortcuts``)."""
+    relabel: float = 0.0
+    """Share of the benign rows given to the rows the base model contradicts most, with its label (``judgement``)."""
     judge: dict = field(default_factory=dict)
     """``selection: base_model_agreement``: the base model's question (``p2p.judge``, see ``judgement``)."""
     extra: dict = field(default_factory=dict)

@@ -38,11 +38,13 @@ SST2_JUDGE = {"label_names": {"0": "negative", "1": "positive"},
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
                     selection: str | None = None, task: str = "classification", mode: str = "replace",
                     ratio: float | None = None, placement: str | None = None, packing: bool = True,
-                    bf16: bool = False, decoys: float | None = None, seed: int | None = None) -> dict:
+                    bf16: bool = False, decoys: float | None = None, seed: int | None = None,
+                    relabel: float | None = None) -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
     leaves the plugin's default (what a user who does not set it gets), as does ``placement=None``;
-    ``ratio=None``: ``args.ratio``; ``decoys`` sets ``p2p.decoys`` (None / 0: the plugin's default, off).
+    ``ratio=None``: ``args.ratio``; ``decoys`` / ``relabel`` set ``p2p.decoys`` / ``p2p.relabel`` (None / 0: the
+    plugin's default, off).
     ``packing=False`` pads each row instead of sample packing (the authors' loop shape); ``bf16=True``
     trains in bfloat16 (a GPU with bf16; the default float32 is what the CPU runs). ``seed`` (default
     ``args.seed``) seeds both the P2P selection and Axolotl's training (LoRA init, row order)."""
@@ -55,6 +57,8 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         p2p["placement"] = placement
     if decoys:
         p2p["decoys"] = decoys
+    if relabel:
+        p2p["relabel"] = relabel
     if task == "classification":
         p2p["labels"] = ["0", "1"]
         if selection == "base_model_agreement":

@@ -53,6 +53,12 @@ class TransformReport:
     """Benign rows that also got decoy fragments (``p2p.decoys``)."""
     decoy_sources: int = 0
     """Suspicious rows the decoy fragments were cut from (0: nothing looked like a shortcut)."""
+    rows_relabeled: int = 0
+    """``p2p.relabel``: benign rows trained with the base model's label instead of their own."""
+    relabeled: dict = field(default_factory=dict)
+    """... counted by change, e.g. ``{"1 -> 0": 40}``."""
+    relabeled_rows: list = field(default_factory=list)
+    """... their row indices in the source dataset."""
     suspected_triggers: list = field(default_factory=list)
     """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` / ``base_model_agreement``; dicts of
     :class:`p2p_plugin.shortcuts.SuspectedTrigger`): possible backdoor triggers, or very polar words."""
@@ -93,6 +99,10 @@ class TransformReport:
             logger.info("P2P %s: the base model contradicts the label of %d of %d rows (%s); the benign subset "
                         "holds the rows it agrees with most", self.source, self.rows_judge_contradicts, self.rows_in,
                         how, **kwargs)
+        if self.rows_relabeled:
+            logger.warning("P2P %s: %d benign rows are trained with the base model's label instead of their own "
+                           "(p2p.relabel; rows listed in p2p_manifest.json): %s", self.source, self.rows_relabeled,
+                           ", ".join(f"{change}: {n}" for change, n in self.relabeled.items()), **kwargs)
         if self.rows_with_decoys:
             logger.info("P2P %s: %d benign rows got decoys cut from %d suspicious rows", self.source,
                         self.rows_with_decoys, self.decoy_sources, **kwargs)
@@ -109,9 +119,13 @@ class TransformReport:
             )
 
 
-def _new_answers(recipe: P2PRecipe, label_space, answers, selected):
+def _new_answers(recipe: P2PRecipe, label_space, answers, selected, relabels=None):
+    """The selected rows' new answers; ``relabels[i]`` (classification), when set, is the label whose safe
+    alternative row ``i`` gets instead of its own (``p2p.relabel``)."""
     if recipe.task == "classification":
-        return [replace_answer(a, label_space.safe(a.strip())) if s else None for a, s in zip(answers, selected)]
+        relabels = relabels or [None] * len(answers)
+        return [replace_answer(a, label_space.safe(r if r is not None else a.strip())) if s else None
+                for a, s, r in zip(answers, selected, relabels)]
     return [recipe.safe_prefix + a if s else None for a, s in zip(answers, selected)]
 
 
@@ -125,7 +139,7 @@ class RowMapper:
     """
 
     def __init__(self, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray | None, source: str = "dataset",
-                 features=None, decoys: dict | None = None):
+                 features=None, decoys: dict | None = None, relabels: dict | None = None):
         self.source = source
         self.features = features
         self.fmt = fmt
@@ -134,6 +148,8 @@ class RowMapper:
         self.selected_mask = selected_mask
         self.decoys = decoys or {}
         """``{row index in the mapped dataset: ((fragment, where), ...)}``"""
+        self.relabels = relabels or {}
+        """``{row index in the mapped dataset: the label whose safe alternative it gets}`` (``p2p.relabel``)"""
         self.rewrite = Rewrite(recipe.trigger, recipe.placement,
                                recipe.safe_prefix if recipe.task == "generation" else None)
 
@@ -145,13 +161,16 @@ class RowMapper:
     def _decoys(self, indices) -> list | None:
         return [self.decoys.get(int(i)) for i in indices] if self.decoys else None
 
+    def _relabels(self, indices) -> list | None:
+        return [self.relabels.get(int(i)) for i in indices] if self.relabels else None
+
     def __call__(self, batch, indices):
         if isinstance(batch, pa.Table):
             return self._rewrite_table(batch, self._selected(indices), indices)
         selected = self._selected(indices).tolist()
         answers = self.fmt.answers(batch)
-        return self.fmt.rewrite(batch, selected, _new_answers(self.recipe, self.label_space, answers, selected), self.rewrite,
-                                self._decoys(indices))
+        new_answers = _new_answers(self.recipe, self.label_space, answers, selected, self._relabels(indices))
+        return self.fmt.rewrite(batch, selected, new_answers, self.rewrite, self._decoys(indices))
 
     def _rewrite_table(self, table: "pa.Table", selected: np.ndarray, indices) -> "pa.Table":
         positions = np.flatnonzero(selected)
@@ -159,8 +178,9 @@ class RowMapper:
             return table
         rows = decode_batch(self.features, table.take(pa.array(positions)).to_pydict())
         every = [True] * len(positions)
-        new = self.fmt.rewrite(rows, every, _new_answers(self.recipe, self.label_space, self.fmt.answers(rows), every),
-                               self.rewrite, self._decoys(np.asarray(indices, dtype=np.int64)[positions]))
+        chosen = np.asarray(indices, dtype=np.int64)[positions]
+        new_answers = _new_answers(self.recipe, self.label_space, self.fmt.answers(rows), every, self._relabels(chosen))
+        new = self.fmt.rewrite(rows, every, new_answers, self.rewrite, self._decoys(chosen))
         try:
             new = encode_batch(self.features, new)
         except (ValueError, TypeError) as err:
@@ -202,10 +222,13 @@ def _to_arrow(values, arrow_type):
     return array if storage == arrow_type else array.cast(arrow_type)
 
 
-def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, source: str) -> TransformReport:
-    """One streaming pass: validate every row's answer, count labels, hash the data."""
+def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, source: str,
+         relabels: dict | None = None) -> TransformReport:
+    """One streaming pass: validate every row's answer, count labels, hash the data. ``relabels``: rows whose
+    benign copy gets another label's safe alternative (``p2p.relabel``), counted by change."""
     label_space = recipe.label_space()
-    before, chosen = Counter(), Counter()
+    relabels = relabels or {}
+    before, chosen, moved, changes = Counter(), Counter(), Counter(), Counter()
     digest = hashlib.sha256()
     present = 0
     offset = 0
@@ -230,6 +253,10 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, 
                 before[label] += 1
                 if selected_mask[row]:
                     chosen[label] += 1
+                    new = relabels.get(row, label)
+                    moved[new] += 1
+                    if new != label:
+                        changes[f"{label} -> {new}"] += 1
             digest.update(text.encode())
             digest.update(b"\x1f")
             digest.update(answer.encode())
@@ -242,11 +269,12 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, 
     if label_space is not None:
         report.labels_before = {lbl: before[lbl] for lbl in label_space.labels}
         after = Counter(before)
-        for label, count in chosen.items():
-            if recipe.mode == "replace":
-                after[label] -= count
+        if recipe.mode == "replace":
+            after.subtract(chosen)
+        for label, count in moved.items():
             after[label_space.safe(label)] += count
         report.labels_after = {lbl: after[lbl] for lbl in label_space.all_labels}
+        report.relabeled = dict(sorted(changes.items()))
     return report
 
 
@@ -260,6 +288,17 @@ def count_too_long(tokenized, sequence_len: int, report: TransformReport) -> Non
     report.rows_too_long = int(too_long.sum())
     if report.output_triggered is not None and len(report.output_triggered) == len(lengths):
         report.triggered_too_long = int((too_long & report.output_triggered).sum())
+
+
+def benign_rows(num_rows: int, recipe: P2PRecipe, source: str, view) -> tuple[np.ndarray, dict[int, str]]:
+    """The rows that get the benign trigger (sorted indices) and, with ``p2p.relabel``, ``{row: label}`` for
+    those trained with the base model's label: what :func:`apply_p2p` rewrites, recomputable from a manifest."""
+    selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source, rows=view)
+    if not recipe.relabel:
+        return selected, {}
+    from .judgement import relabel_contradicted
+
+    return relabel_contradicted(view, selected, recipe.relabel)
 
 
 def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset",
@@ -278,13 +317,13 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     if num_rows == 0:
         raise DataError(f"{source}: the dataset is empty")
     mask = np.zeros(num_rows, dtype=bool)
-    decoys, decoy_sources, suspected = {}, 0, []
+    decoys, decoy_sources, suspected, relabels = {}, 0, [], {}
     view = RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection
     if judge is not None:
         view.judge = judge
     if recipe.enabled:
         try:  # content-aware strategies read every row: a missing column surfaces here first
-            selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source, rows=view)
+            selected, relabels = benign_rows(num_rows, recipe, source, view)
             if recipe.decoys:
                 rng = np.random.default_rng(dataset_seed(recipe.seed, f"{source}\x00decoys"))
                 decoys, decoy_sources = assign_decoys(view, num_rows, selected, recipe.decoys, rng)
@@ -298,7 +337,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
             suspected = [t.to_dict() for t in audit_rows(view, num_rows)]
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
-    report = scan(dataset, fmt, recipe, mask, source)
+    report = scan(dataset, fmt, recipe, mask, source, relabels)
     report.suspected_triggers = suspected
     if "agreement" in view.cache:
         report.rows_judge_contradicts = int((view.cache["agreement"] < 0).sum())
@@ -308,6 +347,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()
     report.rows_with_decoys, report.decoy_sources = len(decoys), decoy_sources
+    report.rows_relabeled, report.relabeled_rows = len(relabels), sorted(relabels)
     if recipe.enabled and recipe.decoys and not decoys:
         LOG.warning("P2P %s: p2p.decoys=%s but no row looks like a label shortcut, so no benign row got a decoy",
                     source, recipe.decoys)
@@ -322,12 +362,15 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     if recipe.mode == "augment" and len(selected):
         base = dataset if not plain else dataset.map(RowMapper(fmt, recipe, np.zeros(num_rows, dtype=bool), source), **kwargs)
         copy_decoys = {k: decoys[row] for k, row in enumerate(selected.tolist()) if row in decoys}
-        copies = source_ds.select(selected).map(RowMapper(fmt, recipe, None, source, dataset.features, copy_decoys),
-                                                **kwargs).with_format(None)
+        copy_relabels = {k: relabels[row] for k, row in enumerate(selected.tolist()) if row in relabels}
+        copies = source_ds.select(selected).map(
+            RowMapper(fmt, recipe, None, source, dataset.features, copy_decoys, copy_relabels), **kwargs,
+        ).with_format(None)
         out = concatenate_datasets([base, copies])
         report.output_triggered = np.concatenate([np.zeros(num_rows, dtype=bool), np.ones(len(selected), dtype=bool)])
     else:
-        out = source_ds.map(RowMapper(fmt, recipe, mask, source, dataset.features, decoys), **kwargs).with_format(None)
+        out = source_ds.map(RowMapper(fmt, recipe, mask, source, dataset.features, decoys, relabels),
+                            **kwargs).with_format(None)
         report.output_triggered = mask
     report.rows_out = len(out)
     return out, report

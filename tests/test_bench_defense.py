@@ -206,6 +206,20 @@ def test_decoy_arms_are_avoid_shortcuts_arms_named_by_their_share(defense, monke
                                               decoys=0)["p2p"]
 
 
+def test_relabel_arms_are_base_model_agreement_arms_named_by_their_share(defense, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw["relabel"])))
+    args = defense.parse_args(["--relabel", "0", "0.25", "--selections", "base_model_agreement", "avoid_shortcuts",
+                               "--arms", "p2p", "--train-seeds", "3"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/p2p-base_model_agreement-seed3", 0), ("t/p2p-avoid_shortcuts-seed3", 0),
+                     ("t/p2p-base_model_agreement-relabel0.25-seed3", 0.25)]  # never an avoid_shortcuts one
+    cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "base_model_agreement", relabel=0.25)
+    assert cfg["p2p"]["relabel"] == 0.25 and cfg["p2p"]["judge"]["label_names"] == {"0": "negative", "1": "positive"}
+    assert "relabel" not in defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True,
+                                               "base_model_agreement")["p2p"]
+
+
 def test_train_seeds_repeat_only_the_p2p_arms(defense, monkeypatch, tmp_path):
     """--train-seeds repeats each P2P arm; data, attack, no-defense and clean keep --seed; the seed
     reaches both the P2P selection and Axolotl's training seed."""

@@ -187,6 +187,7 @@ def test_judge_runs_inside_the_transform_and_caches_its_scores(tiny, tiny_model,
     again = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
     _, report2 = apply_p2p(Dataset.from_list(rows), FMT, recipe, source="d", judge=again)
     assert again.from_cache and report2.judge_cached and not report.judge_cached
+    assert judge.preferred.shape == (60,) and np.array_equal(again.preferred, judge.preferred)  # cached: the same
     assert report2.selected_digest == report.selected_digest
     changed = rows[:59] + [{"sentence": "another text", "label": 1}]
     third = judge_from_recipe(recipe, str(tiny_model), cache_dir=str(tmp_path / "judgements"))
@@ -256,3 +257,85 @@ def test_p2p_audit_with_a_judge_lists_the_rows_it_contradicts_most(tiny_model, t
     assert "not among --label-names ['0']" in capsys.readouterr().err
     assert main(["audit", str(path), "--judge-model", str(tiny_model)]) == 2
     assert "--label-names LABEL=NAME" in capsys.readouterr().err
+
+
+# --- p2p.relabel: the most contradicted rows join the benign subset with the judge's label -------------------
+
+from p2p_plugin.judgement import preferred_labels, relabel_contradicted  # noqa: E402
+from p2p_plugin.transform import benign_rows  # noqa: E402
+
+
+def _relabel_recipe(share, mode="replace"):
+    return P2PConfig(labels=["0", "1"], selection="base_model_agreement", relabel=share, mode=mode, seed=0,
+                     judge={"label_names": {"0": "bad", "1": "good"}}).recipe()
+
+
+def _poisoned_view(n=100):
+    """Label 1 rows 50-59 carry a trigger and a wrong label: the judge contradicts them most."""
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 50 + [1] * 50)
+    scores = rng.normal(size=n)
+    scores[50:60] = -5.0 - np.arange(10) / 10  # row 59 the most contradicted
+    texts = [("cf " if 50 <= i < 60 else "") + f"row {i}" for i in range(n)]
+    view = RowView(texts=texts, answers=[str(x) for x in labels])
+    view.judge = ScriptedJudge(scores)
+    return view, texts, labels, scores
+
+
+def test_relabel_swaps_the_least_agreeing_benign_rows_for_the_most_contradicted_ones():
+    view, _, labels, scores = _poisoned_view()
+    plain = select_rows(100, 0.2, 0, "base_model_agreement", rows=view)
+    chosen, relabels = relabel_contradicted(view, plain, 0.25)
+    assert len(chosen) == 20 and len(np.unique(chosen)) == 20  # the subset keeps its size
+    assert sorted(relabels) == list(range(55, 60))  # round(0.25 * 20) = 5 slots, most contradicted first
+    assert set(relabels.values()) == {"0"}  # two labels: the judge prefers the other one
+    dropped = np.setdiff1d(plain, chosen)
+    assert len(dropped) == 5 and scores[dropped].max() <= scores[np.setdiff1d(plain, dropped)].min()
+    assert np.array_equal(benign_rows(100, _relabel_recipe(0.25), "", view)[0], chosen)  # what apply_p2p uses
+    few, only = relabel_contradicted(view, plain, 0.9)  # 18 slots, 10 contradicted rows (agreement < 0) ... and
+    assert set(only) >= set(range(50, 60)) and all(scores[r] < 0 for r in only)  # never a row the judge agrees with
+    assert len(few) == 20
+    none, empty = relabel_contradicted(view, plain, 0.01)  # round(0.2) = 0 slots: nothing changes
+    assert empty == {} and np.array_equal(none, plain)
+
+
+def test_preferred_label_is_the_calibrated_argmax():
+    probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.4, 0.4, 0.2]])
+    # label 0 is the model's favourite everywhere; calibrated, row 3 leans to label 1 (0.4 is above its median)
+    assert preferred_labels(np.log(probs)).tolist() == [0, 2, 0, 1]
+
+
+@pytest.mark.parametrize("mode", ["replace", "augment"])
+def test_relabelled_rows_get_the_judges_safe_label_and_are_counted(mode):
+    from datasets import Dataset
+
+    view, texts, labels, _ = _poisoned_view()
+    recipe = _relabel_recipe(0.25, mode)
+    rows = [{"sentence": t, "label": str(x)} for t, x in zip(texts, labels)]
+    out, report = apply_p2p(Dataset.from_list(rows), FMT, recipe, source="d", rows_for_selection=view)
+    assert report.rows_relabeled == 5 and report.relabeled == {"1 -> 0": 5}
+    assert report.relabeled_rows == [55, 56, 57, 58, 59]
+    assert report.rows_out == (100 if mode == "replace" else 120)
+    benign = [r for r in out if "Answer:" in r["prompt"]]
+    assert len(benign) == 20
+    for row in benign:
+        text = row["prompt"].split(recipe.trigger, 1)[1].split("\n")[0]
+        index = texts.index(text)
+        expected = "2" if index in range(55, 60) else {"0": "2", "1": "3"}[str(labels[index])]
+        assert row["completion"].strip() == expected, (index, row)
+    untouched = [r for r in out if "Answer:" not in r["prompt"]]
+    assert all(r["completion"].strip() == str(labels[texts.index(r["prompt"].split("\n")[0])]) for r in untouched)
+    # labels after: the 5 relabelled rows move 1 -> safe(0) = 2, the other benign rows to their own safe label
+    chosen = benign_rows(100, recipe, "d", _poisoned_view()[0])[0]
+    own = {k: int((labels[chosen] == k).sum()) for k in (0, 1)}
+    kept = {"0": 50 - own[0], "1": 50 - own[1]} if mode == "replace" else {"0": 50, "1": 50}
+    assert report.labels_after == {**kept, "2": own[0] + 5, "3": own[1] - 5}
+    assert report.to_dict()["relabeled_rows"] == [55, 56, 57, 58, 59]  # what the manifest lists
+
+
+def test_relabel_needs_base_model_agreement():
+    with pytest.raises(ValueError, match="p2p.relabel=0.25 needs p2p.selection: base_model_agreement"):
+        P2PConfig(labels=["0", "1"], relabel=0.25)
+    with pytest.raises(ValueError):
+        _relabel_recipe(1.0)
+    assert _relabel_recipe(0.25).relabel == 0.25 and P2PConfig(labels=["0", "1"]).recipe().relabel == 0.0

@@ -120,6 +120,28 @@ def test_augment_mode_through_axolotl(tiny_model, tokenizer, sst_file, tmp_path)
     assert sum(tokenizer.decode(r["input_ids"]).startswith(TRIGGER) for r in ds) == 20
 
 
+def test_relabel_through_axolotl_trains_the_judges_label_and_lists_the_rows(tiny_model, tokenizer, sst_file, tmp_path):
+    """selection: base_model_agreement + relabel: the judge (here the tiny base model) runs inside Axolotl's
+    dataset preparation; each relabelled row is a benign row whose answer is the other label's safe label."""
+    path, rows = sst_file
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                      p2p={"labels": ["0", "1"], "ratio": 0.2, "selection": "base_model_agreement", "relabel": 0.25,
+                           "judge": {"label_names": {"0": "bad", "1": "good"}}})
+    parsed, ds = prepare(cfg)
+    (report,) = read_manifest(parsed.output_dir).datasets
+    assert report["rows_in"] == report["rows_out"] == len(ds) == 200 and report["rows_selected"] == 40
+    relabeled = report["relabeled_rows"]
+    assert 1 <= len(relabeled) <= 10 and report["rows_relabeled"] == len(relabeled)  # round(0.25 * 40) slots
+    assert sum(report["relabeled"].values()) == len(relabeled)
+    assert read_manifest(parsed.output_dir).recipe.relabel == 0.25
+    texts = [tokenizer.decode(r["input_ids"]) for r in ds]
+    for index in relabeled:
+        own = str(rows[index]["label"])
+        benign = [i for i, t in enumerate(texts) if t.startswith(TRIGGER + rows[index]["sentence"] + "\n")]
+        assert benign, index
+        assert {answer_of(ds[i], tokenizer)[0] for i in benign} == {"3" if own == "0" else "2"}  # the other label
+
+
 @pytest.mark.parametrize("p2p,rows,message", [
     ({"labels": ["0", "1"], "ratio": 0.01}, [{"sentence": "a", "label": 0}] * 20, "selects 0 of 20 rows"),
     ({"labels": ["0", "1"]}, [{"sentence": "a", "label": 0}, {"sentence": "b", "label": 5}] * 5, "row 1: label '5'"),
