@@ -468,6 +468,13 @@ def machine_info() -> dict:
     return info
 
 
+def poison_in_subset_cell(result: dict):
+    """The table's ``poison in subset`` cell: the count, and for a ``p2p.relabel`` arm how many of them it relabelled."""
+    count = result.get("poisoned_in_benign_subset")
+    relabeled = result.get("poisoned_relabeled")
+    return count if relabeled is None else f"{count} ({relabeled} relabelled)"
+
+
 def write_results(args, model, data_name, results, started):
     settings = {k: v for k, v in vars(args).items() if k not in ("work", "results", "report_only", "note")}
     command = "python bench/defense.py " + " ".join(a for a in _argv_without_note(sys.argv[1:]) if a != "--report-only")
@@ -494,7 +501,7 @@ def write_results(args, model, data_name, results, started):
             row["ASR - floor"] = None if floor is None else 100 * (row["ASR"].value - floor)
             row["train s"] = res.get("train_runtime_s")
             row["tokens/s"] = res.get("tokens_per_s")
-            row["poison in subset"] = res.get("poisoned_in_benign_subset")
+            row["poison in subset"] = poison_in_subset_cell(res)
             rows_md.append(row)
     if args.task == "generation":
         cols = ["arm", "poison in subset", "inference", "CA", "ASR", "ASR - floor", "safe prefix", "train s", "tokens/s"]
@@ -504,7 +511,8 @@ def write_results(args, model, data_name, results, started):
         cols = ["arm", "poison in subset", "inference", "CA", "ASR", "ASR - floor", "CA strict", "ASR strict", "train s",
                 "tokens/s"]
         note = ""
-    note += ("`poison in subset`: poisoned training rows inside the arm's benign subset. `train s` / `tokens/s`: each "
+    note += ("`poison in subset`: poisoned training rows inside the arm's benign subset (`relabelled`: of them, "
+             "those `p2p.relabel` gave the base model's label). `train s` / `tokens/s`: each "
              "arm as it ran; the machine may have been shared, so compare costs with `bench/cost.py` (side by side).\n\n")
     devices = sorted({(res.get("machine") or {}).get("gpu", "CPU") for res in results.values()})
     note += f"Arms trained and evaluated on: {', '.join(devices)}.\n\n"

@@ -214,6 +214,8 @@ def test_relabel_arms_are_base_model_agreement_arms_named_by_their_share(defense
     defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
     assert calls == [("t/p2p-base_model_agreement-seed3", 0), ("t/p2p-avoid_shortcuts-seed3", 0),
                      ("t/p2p-base_model_agreement-relabel0.25-seed3", 0.25)]  # never an avoid_shortcuts one
+    assert defense.poison_in_subset_cell({"poisoned_in_benign_subset": 23, "poisoned_relabeled": 22}) == "23 (22 relabelled)"
+    assert defense.poison_in_subset_cell({"poisoned_in_benign_subset": 3, "poisoned_relabeled": None}) == 3
     cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "base_model_agreement", relabel=0.25)
     assert cfg["p2p"]["relabel"] == 0.25 and cfg["p2p"]["judge"]["label_names"] == {"0": "negative", "1": "positive"}
     assert "relabel" not in defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True,
