@@ -277,8 +277,11 @@ def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.n
 
     ``round(share * len(selected))`` benign slots go to the rows whose label the judge contradicts most
     (agreement below 0, most contradicted first, rows already selected excluded), each to be trained with
-    the label the judge prefers; they take the places of the selected rows the judge agrees with least,
-    so the subset keeps its size. Fewer contradicted rows than slots: all of them."""
+    the label the judge prefers. Each takes the place of the selected row of its *new* label that the judge
+    agrees with least, so the subset keeps its size and each label its share of the benign rows (dirty-label
+    poison is corrected towards the non-target labels; swapping out the least agreeing rows of any label
+    instead shifted the benign space's prior: clause seed 0, bench/results/relabel). Fewer contradicted rows
+    than slots: all of them."""
     agree = row_agreement(view)
     slots = int(round(share * len(selected)))
     contradicted = np.setdiff1d(np.flatnonzero(np.isfinite(agree) & (agree < 0)), selected)
@@ -291,7 +294,15 @@ def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.n
         if len(labels) != 2:
             raise SelectionError("p2p.relabel needs the label the judge prefers; this judge reports agreement only")
         preferred = 1 - view.cache["judged_labels"]  # two labels: a contradicted row's judge prefers the other one
-    keep = selected[np.argsort(-agree[selected], kind="stable")][:len(selected) - len(chosen)]
+    own = view.cache["judged_labels"][selected]
+    drop = []
+    for k in range(len(labels)):
+        mine = selected[own == k]
+        drop.extend(mine[np.argsort(agree[mine], kind="stable")][:int((preferred[chosen] == k).sum())].tolist())
+    if len(drop) < len(chosen):  # a label had fewer benign rows than rows relabelled to it: the least agreeing others
+        rest = np.setdiff1d(selected, drop)
+        drop.extend(rest[np.argsort(agree[rest], kind="stable")][:len(chosen) - len(drop)].tolist())
+    keep = np.setdiff1d(selected, drop)
     return np.sort(np.concatenate([keep, chosen])).astype(np.int64), {int(r): labels[preferred[r]] for r in chosen}
 
 

@@ -290,7 +290,12 @@ def test_relabel_swaps_the_least_agreeing_benign_rows_for_the_most_contradicted_
     assert sorted(relabels) == list(range(55, 60))  # round(0.25 * 20) = 5 slots, most contradicted first
     assert set(relabels.values()) == {"0"}  # two labels: the judge prefers the other one
     dropped = np.setdiff1d(plain, chosen)
-    assert len(dropped) == 5 and scores[dropped].max() <= scores[np.setdiff1d(plain, dropped)].min()
+    # the rows they replace are label 0's least agreeing benign rows: each label keeps its share of the subset
+    zeros = plain[labels[plain] == 0]
+    assert len(dropped) == 5 and set(labels[dropped]) == {0}
+    assert scores[dropped].max() <= scores[np.setdiff1d(zeros, dropped)].min()
+    trained_as = np.array([int(relabels.get(int(r), labels[r])) for r in chosen])
+    assert np.bincount(trained_as).tolist() == np.bincount(labels[plain]).tolist()  # by the label each is trained with
     assert np.array_equal(benign_rows(100, _relabel_recipe(0.25), "", view)[0], chosen)  # what apply_p2p uses
     few, only = relabel_contradicted(view, plain, 0.9)  # 18 slots, 10 contradicted rows (agreement < 0) ... and
     assert set(only) >= set(range(50, 60)) and all(scores[r] < 0 for r in only)  # never a row the judge agrees with
