@@ -33,10 +33,19 @@ def validate_block(raw) -> P2PConfig:
         raise P2PError(f"invalid `p2p:` block: {problems}") from None
 
 
+def code_digest() -> str:
+    """A digest of the plugin's own source files: the rows a P2P setting produces depend on this code too
+    (e.g. a selection rule fixed between two runs with the same settings and version)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\x00" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def config_salt(config: P2PConfig, wrapped_types: list[str]) -> str:
-    """Changes whenever any p2p setting, the wrapped types or the plugin version change."""
+    """Changes whenever any p2p setting, the wrapped types, the plugin version or its code change."""
     payload = json.dumps({"p2p": config.model_dump(mode="json"), "types": wrapped_types,
-                          "version": __version__}, sort_keys=True)
+                          "version": __version__, "code": code_digest()}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -53,6 +53,18 @@ def test_plugin_version_changes_the_salt(tmp_path, monkeypatch):
     assert a["dataset_prepared_path"] != b["dataset_prepared_path"]
 
 
+def test_plugin_code_changes_the_salt(tmp_path, monkeypatch):
+    """A fixed selection rule under the same settings and version must not reuse rows the old rule wrote."""
+    import p2p_plugin.config_checks as cc
+
+    assert cc.code_digest() == cc.code_digest() and len(cc.code_digest()) == 64
+    a, b = raw(tmp_path), raw(tmp_path)
+    prepare_config(a)
+    monkeypatch.setattr(cc, "code_digest", lambda: "another build")
+    prepare_config(b)
+    assert a["dataset_prepared_path"] != b["dataset_prepared_path"]
+
+
 @pytest.mark.parametrize("mutate,message", [
     (lambda c: c.pop("p2p"), "no `p2p:` block"),
     (lambda c: c.update(rl="dpo"), "rl: dpo"),
