@@ -276,7 +276,8 @@ def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.n
     """``p2p.relabel``: ``(benign rows, {row: the judge's label})``.
 
     ``round(share * len(selected))`` benign slots go to the rows whose label the judge contradicts most
-    (agreement below 0, most contradicted first, rows already selected excluded), each to be trained with
+    (agreement below 0, most contradicted first, rows already selected excluded; rows the audit flags are not
+    set aside here: their label is what is in question), each to be trained with
     the label the judge prefers. Each takes the place of the selected row of its *new* label that the judge
     agrees with least, so the subset keeps its size and each label its share of the benign rows (dirty-label
     poison is corrected towards the non-target labels; swapping out the least agreeing rows of any label

@@ -344,3 +344,13 @@ def test_relabel_needs_base_model_agreement():
     with pytest.raises(ValueError):
         _relabel_recipe(1.0)
     assert _relabel_recipe(0.25).relabel == 0.25 and P2PConfig(labels=["0", "1"]).recipe().relabel == 0.0
+
+
+def test_relabel_falls_back_when_a_label_has_no_benign_row_to_give_up():
+    view, _, labels, scores = _poisoned_view()
+    ones = np.flatnonzero((labels == 1) & (scores > 0))[:10]  # a subset of label-1 rows only
+    selected = np.sort(ones)
+    chosen, relabels = relabel_contradicted(view, selected, 0.3)  # 3 rows relabelled to 0, no label-0 row to drop
+    assert len(chosen) == 10 and sorted(relabels) == [57, 58, 59] and set(relabels.values()) == {"0"}
+    dropped = np.setdiff1d(selected, chosen)
+    assert scores[dropped].max() <= scores[np.setdiff1d(selected, dropped)].min()  # the least agreeing others
