@@ -53,12 +53,10 @@ class TransformReport:
     """Benign rows that also got decoy fragments (``p2p.decoys``)."""
     decoy_sources: int = 0
     """Suspicious rows the decoy fragments were cut from (0: nothing looked like a shortcut)."""
-    rows_relabeled: int = 0
-    """``p2p.relabel``: benign rows trained with the base model's label instead of their own."""
+    relabeled_rows: list = field(default_factory=list)
+    """``p2p.relabel``: benign rows trained with the base model's label instead of their own (source indices)."""
     relabeled: dict = field(default_factory=dict)
     """... counted by change, e.g. ``{"1 -> 0": 40}``."""
-    relabeled_rows: list = field(default_factory=list)
-    """... their row indices in the source dataset."""
     suspected_triggers: list = field(default_factory=list)
     """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` / ``base_model_agreement``; dicts of
     :class:`p2p_plugin.shortcuts.SuspectedTrigger`): possible backdoor triggers, or very polar words."""
@@ -99,9 +97,9 @@ class TransformReport:
             logger.info("P2P %s: the base model contradicts the label of %d of %d rows (%s); the benign subset "
                         "holds the rows it agrees with most", self.source, self.rows_judge_contradicts, self.rows_in,
                         how, **kwargs)
-        if self.rows_relabeled:
+        if self.relabeled_rows:
             logger.warning("P2P %s: %d benign rows are trained with the base model's label instead of their own "
-                           "(p2p.relabel; rows listed in p2p_manifest.json): %s", self.source, self.rows_relabeled,
+                           "(p2p.relabel; rows listed in p2p_manifest.json): %s", self.source, len(self.relabeled_rows),
                            ", ".join(f"{change}: {n}" for change, n in self.relabeled.items()), **kwargs)
         if self.rows_with_decoys:
             logger.info("P2P %s: %d benign rows got decoys cut from %d suspicious rows", self.source,
@@ -347,7 +345,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()
     report.rows_with_decoys, report.decoy_sources = len(decoys), decoy_sources
-    report.rows_relabeled, report.relabeled_rows = len(relabels), sorted(relabels)
+    report.relabeled_rows = sorted(relabels)
     if recipe.enabled and recipe.decoys and not decoys:
         LOG.warning("P2P %s: p2p.decoys=%s but no row looks like a label shortcut, so no benign row got a decoy",
                     source, recipe.decoys)
@@ -361,10 +359,9 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     source_ds = dataset if plain else dataset.with_format("arrow")
     if recipe.mode == "augment" and len(selected):
         base = dataset if not plain else dataset.map(RowMapper(fmt, recipe, np.zeros(num_rows, dtype=bool), source), **kwargs)
-        copy_decoys = {k: decoys[row] for k, row in enumerate(selected.tolist()) if row in decoys}
-        copy_relabels = {k: relabels[row] for k, row in enumerate(selected.tolist()) if row in relabels}
+        by_copy = lambda per_row: {k: per_row[row] for k, row in enumerate(selected.tolist()) if row in per_row}  # noqa: E731
         copies = source_ds.select(selected).map(
-            RowMapper(fmt, recipe, None, source, dataset.features, copy_decoys, copy_relabels), **kwargs,
+            RowMapper(fmt, recipe, None, source, dataset.features, by_copy(decoys), by_copy(relabels)), **kwargs,
         ).with_format(None)
         out = concatenate_datasets([base, copies])
         report.output_triggered = np.concatenate([np.zeros(num_rows, dtype=bool), np.ones(len(selected), dtype=bool)])

@@ -318,7 +318,7 @@ def test_relabelled_rows_get_the_judges_safe_label_and_are_counted(mode):
     recipe = _relabel_recipe(0.25, mode)
     rows = [{"sentence": t, "label": str(x)} for t, x in zip(texts, labels)]
     out, report = apply_p2p(Dataset.from_list(rows), FMT, recipe, source="d", rows_for_selection=view)
-    assert report.rows_relabeled == 5 and report.relabeled == {"1 -> 0": 5}
+    assert report.relabeled == {"1 -> 0": 5}
     assert report.relabeled_rows == [55, 56, 57, 58, 59]
     assert report.rows_out == (100 if mode == "replace" else 120)
     benign = [r for r in out if "Answer:" in r["prompt"]]

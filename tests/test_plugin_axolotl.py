@@ -131,7 +131,7 @@ def test_relabel_through_axolotl_trains_the_judges_label_and_lists_the_rows(tiny
     (report,) = read_manifest(parsed.output_dir).datasets
     assert report["rows_in"] == report["rows_out"] == len(ds) == 200 and report["rows_selected"] == 40
     relabeled = report["relabeled_rows"]
-    assert 1 <= len(relabeled) <= 10 and report["rows_relabeled"] == len(relabeled)  # round(0.25 * 40) slots
+    assert 1 <= len(relabeled) <= 10 and len(set(relabeled)) == len(relabeled)  # round(0.25 * 40) slots
     assert sum(report["relabeled"].values()) == len(relabeled)
     assert read_manifest(parsed.output_dir).recipe.relabel == 0.25
     texts = [tokenizer.decode(r["input_ids"]) for r in ds]
