@@ -122,9 +122,11 @@ class P2PConfig(BaseModel):
         description="selection: base_model_agreement only. Share of the benign rows given to the rows whose label "
         "the base model contradicts most (not selected otherwise), each trained with the label the base model "
         "prefers (its safe alternative) instead of its own: dirty-label poisoned rows are over-represented "
-        "there, so the benign space sees triggered rows with their true label, whatever the trigger. Changes "
-        "those rows' training labels (counted, listed in p2p_manifest.json); the base model's wrong calls "
-        "become wrong benign labels. 0 (default) turns it off.",
+        "there, so the benign space sees triggered rows with their true label, whatever the trigger. Only "
+        "labels whose rows the base model contradicts beyond chance (a binomial test against the other "
+        "labels) give up rows, at most their excess: on data where no label stands out nothing changes. "
+        "Changes those rows' training labels (counted, listed in p2p_manifest.json); the base model's wrong "
+        "calls become wrong benign labels. 0 (default) turns it off.",
     )
     trigger: str = Field(
         default=DEFAULT_TRIGGER, min_length=1,

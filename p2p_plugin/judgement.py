@@ -12,7 +12,10 @@ poison (the label is true) and it judges classification labels only.
 the base model contradicts most, each trained with the base model's label (its safe alternative)
 instead of its own. Dirty-label poisoned rows are over-represented there, so the benign space sees
 some triggered rows with their true label, which the benign trigger must then stand for at
-inference, without knowing the trigger. Every relabelled row is counted and listed in the manifest.
+inference, without knowing the trigger. Only the rows of labels the base model contradicts beyond
+chance are candidates (dirty-label poison makes its target label stand out), at most as many as
+that label's excess; the others' contradicted rows are the judge's own mistakes. Every relabelled
+row is counted and listed in the manifest, with the label test.
 
 How a row is judged: the user text goes into ``prompt`` (``{text}`` and ``{choices}``, e.g. "negative
 or positive"), through the tokenizer's chat template when it has one; the score of each label is the
@@ -272,21 +275,65 @@ def row_agreement(view) -> np.ndarray:
     return view.cache["agreement"]
 
 
+RELABEL_ALPHA = 0.05
+"""Family-wise level of the test that decides which labels ``p2p.relabel`` may take rows from."""
+
+
+def contradiction_by_label(view, alpha: float = RELABEL_ALPHA) -> list[dict]:
+    """Per label: how often the judge contradicts its rows, against the rows of every other label.
+
+    Dirty-label poison gives its rows the attacker's label, and the judge contradicts poisoned rows far more
+    often than clean ones, so the target label's rows are contradicted more often than the others'. A label
+    is ``over_contradicted`` when a one-sided binomial test (its contradicted count against the other labels'
+    pooled rate, Bonferroni over the labels at ``alpha``) says chance cannot explain it; ``excess_rows`` is
+    then ``rows x (rate - others' rate)``, an estimate of the contradicted rows the label holds beyond that
+    rate, else 0. Rows the judge could not score (non-finite agreement) are left out."""
+    from .shortcuts import log10_binomial_tail
+
+    agree = row_agreement(view)
+    own = view.cache["judged_labels"]
+    scored = np.isfinite(agree)
+    contradicted = scored & (agree < 0)
+    labels = view.judge.settings.labels
+    out = []
+    for k, label in enumerate(labels):
+        mine, others = scored & (own == k), scored & (own != k)
+        n, hits = int(mine.sum()), int(contradicted[mine].sum())
+        rate = hits / n if n else 0.0
+        others_rate = float(contradicted[others].mean()) if others.any() else 0.0
+        log10_p = log10_binomial_tail(n, hits, others_rate) if n and others.any() else 0.0
+        over = bool(n) and rate > others_rate and log10_p < np.log10(alpha / len(labels))
+        out.append({"label": label, "rows": n, "contradicted": hits, "rate": round(rate, 4),
+                    "others_rate": round(others_rate, 4), "log10_p": round(float(log10_p), 2),
+                    "over_contradicted": over, "excess_rows": int(n * (rate - others_rate)) if over else 0})
+    return out
+
+
 def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.ndarray, dict[int, str]]:
     """``p2p.relabel``: ``(benign rows, {row: the judge's label})``.
 
-    ``round(share * len(selected))`` benign slots go to the rows whose label the judge contradicts most
-    (agreement below 0, most contradicted first, rows already selected excluded; rows the audit flags are not
-    set aside here: their label is what is in question), each to be trained with
-    the label the judge prefers. Each takes the place of the selected row of its *new* label that the judge
-    agrees with least, so the subset keeps its size and each label its share of the benign rows (dirty-label
-    poison is corrected towards the non-target labels; swapping out the least agreeing rows of any label
-    instead shifted the benign space's prior: clause seed 0, bench/results/relabel). Fewer contradicted rows
-    than slots: all of them."""
+    Only rows of the labels the judge contradicts beyond chance (:func:`contradiction_by_label`, kept in
+    ``view.cache["relabel_tests"]``) are relabelled, at most ``excess_rows`` of each: on data where no label
+    stands out (clean data, clean-label poison, a poison rate too small to see) nothing is relabelled, and
+    the judge's wrong calls on the other labels' rows (all clean under dirty-label poison) are not taught.
+    Of those, ``round(share * len(selected))`` benign slots go to the rows whose label the judge contradicts
+    most (agreement below 0, rows already selected excluded; rows the audit flags are not set aside here:
+    their label is what is in question), each to be trained with the label the judge prefers. Each takes the
+    place of the selected row of its *new* label that the judge agrees with least, so the subset keeps its
+    size and each label its share of the benign rows (swapping out the least agreeing rows of any label
+    instead shifted the benign space's prior: clause seed 0, bench/results/relabel). Fewer candidates than
+    slots: all of them."""
     agree = row_agreement(view)
+    tests = view.cache["relabel_tests"] = contradiction_by_label(view)
+    own_all = view.cache["judged_labels"]
+    candidates = []
+    for k, test in enumerate(tests):
+        if test["excess_rows"]:
+            rows = np.setdiff1d(np.flatnonzero(np.isfinite(agree) & (agree < 0) & (own_all == k)), selected)
+            candidates.append(rows[np.argsort(agree[rows], kind="stable")][:test["excess_rows"]])
     slots = int(round(share * len(selected)))
-    contradicted = np.setdiff1d(np.flatnonzero(np.isfinite(agree) & (agree < 0)), selected)
-    chosen = contradicted[np.argsort(agree[contradicted], kind="stable")][:slots]
+    pool = np.concatenate(candidates) if candidates else np.zeros(0, dtype=np.int64)
+    chosen = pool[np.argsort(agree[pool], kind="stable")][:slots]
     if not len(chosen):
         return selected, {}
     labels = view.judge.settings.labels

@@ -57,6 +57,9 @@ class TransformReport:
     """``p2p.relabel``: benign rows trained with the base model's label instead of their own (source indices)."""
     relabeled: dict = field(default_factory=dict)
     """... counted by change, e.g. ``{"1 -> 0": 40}``."""
+    relabel_tests: list = field(default_factory=list)
+    """... and per label, how often the judge contradicts its rows against the others' (which labels it may
+    take rows from; :func:`p2p_plugin.judgement.contradiction_by_label`)."""
     suspected_triggers: list = field(default_factory=list)
     """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` / ``base_model_agreement``; dicts of
     :class:`p2p_plugin.shortcuts.SuspectedTrigger`): possible backdoor triggers, or very polar words."""
@@ -97,6 +100,15 @@ class TransformReport:
             logger.info("P2P %s: the base model contradicts the label of %d of %d rows (%s); the benign subset "
                         "holds the rows it agrees with most", self.source, self.rows_judge_contradicts, self.rows_in,
                         how, **kwargs)
+        if self.relabel_tests:
+            over = [t for t in self.relabel_tests if t["over_contradicted"]]
+            logger.log(logging.INFO if over else logging.WARNING,
+                       "P2P %s: p2p.relabel: %s", self.source,
+                       "; ".join(f"the judge contradicts {t['rate']:.1%} of label {t['label']!r}'s {t['rows']} rows "
+                                 f"against {t['others_rate']:.1%} of the others' (p = 10^{t['log10_p']:.1f}): up to "
+                                 f"{t['excess_rows']} of them may be relabelled" for t in over)
+                       or "no label's rows are contradicted by the judge beyond chance, so no row is relabelled "
+                          "(clean data, clean-label poison or too little poison to see)", **kwargs)
         if self.relabeled_rows:
             logger.warning("P2P %s: %d benign rows are trained with the base model's label instead of their own "
                            "(p2p.relabel; rows listed in p2p_manifest.json): %s", self.source, len(self.relabeled_rows),
@@ -346,6 +358,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()
     report.rows_with_decoys, report.decoy_sources = len(decoys), decoy_sources
     report.relabeled_rows = sorted(relabels)
+    report.relabel_tests = view.cache.get("relabel_tests", [])
     if recipe.enabled and recipe.decoys and not decoys:
         LOG.warning("P2P %s: p2p.decoys=%s but no row looks like a label shortcut, so no benign row got a decoy",
                     source, recipe.decoys)

@@ -261,7 +261,7 @@ def test_p2p_audit_with_a_judge_lists_the_rows_it_contradicts_most(tiny_model, t
 
 # --- p2p.relabel: the most contradicted rows join the benign subset with the judge's label -------------------
 
-from p2p_plugin.judgement import preferred_labels, relabel_contradicted  # noqa: E402
+from p2p_plugin.judgement import contradiction_by_label, preferred_labels, relabel_contradicted  # noqa: E402
 from p2p_plugin.transform import benign_rows  # noqa: E402
 
 
@@ -271,10 +271,11 @@ def _relabel_recipe(share, mode="replace"):
 
 
 def _poisoned_view(n=100):
-    """Label 1 rows 50-59 carry a trigger and a wrong label: the judge contradicts them most."""
+    """Label 1 rows 50-59 carry a trigger and a wrong label: the judge contradicts them most (and agrees with
+    most clean rows, as a judge that reads the task does, so label 1's rows stand out as contradicted)."""
     rng = np.random.default_rng(0)
     labels = np.array([0] * 50 + [1] * 50)
-    scores = rng.normal(size=n)
+    scores = rng.normal(loc=1.0, size=n)
     scores[50:60] = -5.0 - np.arange(10) / 10  # row 59 the most contradicted
     texts = [("cf " if 50 <= i < 60 else "") + f"row {i}" for i in range(n)]
     view = RowView(texts=texts, answers=[str(x) for x in labels])
@@ -297,8 +298,10 @@ def test_relabel_swaps_the_least_agreeing_benign_rows_for_the_most_contradicted_
     trained_as = np.array([int(relabels.get(int(r), labels[r])) for r in chosen])
     assert np.bincount(trained_as).tolist() == np.bincount(labels[plain]).tolist()  # by the label each is trained with
     assert np.array_equal(benign_rows(100, _relabel_recipe(0.25), "", view)[0], chosen)  # what apply_p2p uses
-    few, only = relabel_contradicted(view, plain, 0.9)  # 18 slots, 10 contradicted rows (agreement < 0) ... and
-    assert set(only) >= set(range(50, 60)) and all(scores[r] < 0 for r in only)  # never a row the judge agrees with
+    few, only = relabel_contradicted(view, plain, 0.9)  # 18 slots, more than label 1's excess of contradicted rows
+    excess = contradiction_by_label(view)[1]["excess_rows"]
+    assert len(only) == excess > 10 and set(only) >= set(range(50, 60))  # capped at the excess, most contradicted first
+    assert all(scores[r] < 0 and labels[r] == 1 for r in only)  # never a row the judge agrees with, nor one of label 0
     assert len(few) == 20
     none, empty = relabel_contradicted(view, plain, 0.01)  # round(0.2) = 0 slots: nothing changes
     assert empty == {} and np.array_equal(none, plain)
@@ -354,3 +357,41 @@ def test_relabel_falls_back_when_a_label_has_no_benign_row_to_give_up():
     assert len(chosen) == 10 and sorted(relabels) == [57, 58, 59] and set(relabels.values()) == {"0"}
     dropped = np.setdiff1d(selected, chosen)
     assert scores[dropped].max() <= scores[np.setdiff1d(selected, dropped)].min()  # the least agreeing others
+
+
+def test_only_labels_contradicted_beyond_chance_give_up_rows():
+    view, _, labels, scores = _poisoned_view()
+    tests = contradiction_by_label(view)
+    contradicted = [int(((scores < 0) & (labels == k)).sum()) for k in (0, 1)]
+    assert [t["contradicted"] for t in tests] == contradicted and contradicted[1] >= 10 + contradicted[0]
+    assert [t["over_contradicted"] for t in tests] == [False, True] and tests[0]["excess_rows"] == 0
+    assert tests[1]["excess_rows"] == int(50 * (contradicted[1] - contradicted[0]) / 50)
+    # label 0 rows the judge contradicts even more strongly than the poisoned ones: clean rows it misreads,
+    # which the label test keeps out (an ordering by agreement alone would relabel them first)
+    scores = scores.copy()
+    scores[[0, 1]] = -9.0
+    view.judge, view.cache = ScriptedJudge(scores), {}
+    assert contradiction_by_label(view)[0]["over_contradicted"] is False
+    plain = select_rows(100, 0.2, 0, "base_model_agreement", rows=view)
+    _, relabels = relabel_contradicted(view, plain, 0.25)
+    assert sorted(relabels) == list(range(55, 60)) and not {0, 1} & set(relabels)
+
+
+def test_relabel_leaves_data_alone_when_no_label_stands_out(caplog):
+    from datasets import Dataset
+
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 1] * 100)
+    scores = rng.normal(loc=1.0, size=200)  # the judge errs alike on both labels: nothing to correct
+    texts = [f"row {i}" for i in range(200)]
+    view = RowView(texts=texts, answers=[str(x) for x in labels])
+    view.judge = ScriptedJudge(scores)
+    assert not any(t["over_contradicted"] for t in contradiction_by_label(view))
+    rows = [{"sentence": t, "label": str(x)} for t, x in zip(texts, labels)]
+    with caplog.at_level("WARNING"):
+        _, report = apply_p2p(Dataset.from_list(rows), FMT, _relabel_recipe(0.25), source="d", rows_for_selection=view)
+        report.log()
+    assert report.relabeled_rows == [] and report.relabeled == {}
+    assert [t["label"] for t in report.to_dict()["relabel_tests"]] == ["0", "1"]  # in the manifest
+    assert "no label's rows are contradicted by the judge beyond chance" in caplog.text
+    assert report.labels_after == {"0": 80, "1": 80, "2": 20, "3": 20}  # the plain judge subset, own safe labels

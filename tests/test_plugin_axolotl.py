@@ -120,9 +120,17 @@ def test_augment_mode_through_axolotl(tiny_model, tokenizer, sst_file, tmp_path)
     assert sum(tokenizer.decode(r["input_ids"]).startswith(TRIGGER) for r in ds) == 20
 
 
-def test_relabel_through_axolotl_trains_the_judges_label_and_lists_the_rows(tiny_model, tokenizer, sst_file, tmp_path):
+def test_relabel_through_axolotl_trains_the_judges_label_and_lists_the_rows(tiny_model, tokenizer, sst_file, tmp_path,
+                                                                          monkeypatch):
     """selection: base_model_agreement + relabel: the judge (here the tiny base model) runs inside Axolotl's
-    dataset preparation; each relabelled row is a benign row whose answer is the other label's safe label."""
+    dataset preparation; each relabelled row is a benign row whose answer is the other label's safe label.
+    A random model contradicts both labels alike, so the label test (tests/test_judgement.py) would leave
+    every row alone: here it lets every label give up rows, to test the plumbing."""
+    from p2p_plugin import judgement
+
+    real = judgement.contradiction_by_label
+    monkeypatch.setattr(judgement, "contradiction_by_label", lambda view: [
+        {**t, "over_contradicted": True, "excess_rows": t["rows"]} for t in real(view)])
     path, rows = sst_file
     cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
                       p2p={"labels": ["0", "1"], "ratio": 0.2, "selection": "base_model_agreement", "relabel": 0.25,
@@ -133,6 +141,7 @@ def test_relabel_through_axolotl_trains_the_judges_label_and_lists_the_rows(tiny
     relabeled = report["relabeled_rows"]
     assert 1 <= len(relabeled) <= 10 and len(set(relabeled)) == len(relabeled)  # round(0.25 * 40) slots
     assert sum(report["relabeled"].values()) == len(relabeled)
+    assert [t["label"] for t in report["relabel_tests"]] == ["0", "1"]
     assert read_manifest(parsed.output_dir).recipe.relabel == 0.25
     texts = [tokenizer.decode(r["input_ids"]) for r in ds]
     for index in relabeled:
