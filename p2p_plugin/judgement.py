@@ -302,7 +302,7 @@ def contradiction_by_label(view, alpha: float = RELABEL_ALPHA) -> list[dict]:
         rate = hits / n if n else 0.0
         others_rate = float(contradicted[others].mean()) if others.any() else 0.0
         log10_p = log10_binomial_tail(n, hits, others_rate) if n and others.any() else 0.0
-        over = bool(n) and rate > others_rate and log10_p < np.log10(alpha / len(labels))
+        over = bool(n and rate > others_rate and log10_p < np.log10(alpha / len(labels)))
         out.append({"label": label, "rows": n, "contradicted": hits, "rate": round(rate, 4),
                     "others_rate": round(others_rate, 4), "log10_p": round(float(log10_p), 2),
                     "over_contradicted": over, "excess_rows": int(n * (rate - others_rate)) if over else 0})
