@@ -107,7 +107,7 @@ def _judge_rows(args, rows, fmt) -> dict:
     """``p2p audit --judge-model``: which rows' labels the model contradicts (what base_model_agreement avoids)."""
     import numpy as np
 
-    from .judgement import DEFAULT_JUDGE_PROMPT, BaseModelJudge, JudgeSettings, label_indices
+    from .judgement import DEFAULT_JUDGE_PROMPT, BaseModelJudge, JudgeSettings, contradiction_by_label, row_agreement
     from .metrics import format_markdown_table
     from .selection import RowView
 
@@ -117,22 +117,29 @@ def _judge_rows(args, rows, fmt) -> dict:
                        "0=negative 1=positive")
     settings = JudgeSettings(labels=tuple(label for label, _ in pairs), label_names=tuple(name for _, name in pairs),
                              prompt=args.judge_prompt or DEFAULT_JUDGE_PROMPT)
-    texts, answers = next(RowView.from_rows(rows, fmt).iter_batches())
+    view = RowView.from_rows(rows, fmt)
+    texts, answers = next(view.iter_batches())
     unknown = sorted({str(a).strip() for a in answers} - set(settings.labels))
     if unknown:
         raise P2PError(f"{args.data}: answers {unknown[:5]} are not among --label-names {list(settings.labels)}")
-    agree = BaseModelJudge(args.judge_model, settings).agreement(texts, answers)
+    view.judge = BaseModelJudge(args.judge_model, settings)
+    agree = row_agreement(view)
+    tests = contradiction_by_label(view)
     order = np.argsort(agree, kind="stable")
     contradicted = int((agree < 0).sum())
-    label_of = label_indices(settings.labels, answers)
-    by_label = {label: int(((agree < 0) & (label_of == k)).sum()) for k, label in enumerate(settings.labels)}
+    by_label = {t["label"]: t["contradicted"] for t in tests}
     print(f"\n{args.judge_model} contradicts the label of {contradicted} of {len(rows)} rows "
           f"({contradicted / len(rows):.1%}; by label: {by_label}); the {min(args.top, len(rows))} it contradicts most:")
     columns = ["row", "label", "agreement", "text"]
     print(format_markdown_table([{"row": int(i), "label": str(answers[i]).strip(), "agreement": round(float(agree[i]), 2),
                                   "text": texts[i][:100]} for i in order[:args.top]], columns))
+    for t in tests:
+        if t["over_contradicted"]:  # what dirty-label poison towards that label looks like
+            print(f"Label {t['label']!r} is contradicted beyond chance: {t['rate']:.1%} of its {t['rows']} rows against "
+                  f"{t['others_rate']:.1%} of the other labels' (p = 10^{t['log10_p']:.1f}; about {t['excess_rows']} "
+                  "rows in excess): dirty-label poison with this target label looks like this.")
     return {"model": args.judge_model, "prompt": settings.prompt, "label_names": dict(pairs),
-            "rows_contradicted": contradicted, "contradicted_by_label": by_label,
+            "rows_contradicted": contradicted, "contradicted_by_label": by_label, "label_tests": tests,
             "most_contradicted_rows": [int(i) for i in order[:args.top]]}
 
 

@@ -104,9 +104,9 @@ class TransformReport:
             over = [t for t in self.relabel_tests if t["over_contradicted"]]
             logger.log(logging.INFO if over else logging.WARNING,
                        "P2P %s: p2p.relabel: %s", self.source,
-                       "; ".join(f"the judge contradicts {t['rate']:.1%} of label {t['label']!r}'s {t['rows']} rows "
-                                 f"against {t['others_rate']:.1%} of the others' (p = 10^{t['log10_p']:.1f}): up to "
-                                 f"{t['excess_rows']} of them may be relabelled" for t in over)
+                       "; ".join(f"label {t['label']!r}: the judge contradicts {t['rate']:.1%} of its {t['rows']} "
+                                 f"rows against {t['others_rate']:.1%} of the other labels' (p = 10^{t['log10_p']:.1f}), "
+                                 f"so up to {t['excess_rows']} of them may be relabelled" for t in over)
                        or "no label's rows are contradicted by the judge beyond chance, so no row is relabelled "
                           "(clean data, clean-label poison or too little poison to see)", **kwargs)
         if self.relabeled_rows:

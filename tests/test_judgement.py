@@ -253,6 +253,7 @@ def test_p2p_audit_with_a_judge_lists_the_rows_it_contradicts_most(tiny_model, t
     judged = json.loads((tmp_path / "audit.json").read_text())["judge"]
     assert judged["label_names"] == {"0": "bad", "1": "good"} and len(judged["most_contradicted_rows"]) == 5
     assert sum(judged["contradicted_by_label"].values()) == judged["rows_contradicted"] <= 30
+    assert [(t["label"], t["rows"]) for t in judged["label_tests"]] == [("0", 15), ("1", 15)]
     assert main(["audit", str(path), "--judge-model", str(tiny_model), "--label-names", "0=bad"]) == 2
     assert "not among --label-names ['0']" in capsys.readouterr().err
     assert main(["audit", str(path), "--judge-model", str(tiny_model)]) == 2
@@ -395,3 +396,20 @@ def test_relabel_leaves_data_alone_when_no_label_stands_out(caplog):
     assert [t["label"] for t in json.loads(json.dumps(report.to_dict()))["relabel_tests"]] == ["0", "1"]  # manifest
     assert "no label's rows are contradicted by the judge beyond chance" in caplog.text
     assert report.labels_after == {"0": 80, "1": 80, "2": 20, "3": 20}  # the plain judge subset, own safe labels
+
+
+def test_p2p_audit_names_a_label_the_judge_contradicts_beyond_chance(tmp_path, capsys, monkeypatch):
+    """What dirty-label poison looks like to the audit: label 1's rows contradicted far more often."""
+    from p2p_plugin import judgement
+    from p2p_plugin.cli import main
+
+    view, texts, labels, scores = _poisoned_view()
+    monkeypatch.setattr(judgement, "BaseModelJudge", lambda model, settings: ScriptedJudge(scores))
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"sentence": t, "label": int(x)}) + "\n" for t, x in zip(texts, labels)))
+    assert main(["audit", str(path), "--judge-model", "scripted", "--label-names", "0=bad", "1=good",
+                 "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Label '1' is contradicted beyond chance" in out and "Label '0' is" not in out
+    tests = json.loads((tmp_path / "a.json").read_text())["judge"]["label_tests"]
+    assert [t["over_contradicted"] for t in tests] == [False, True] and tests[1]["excess_rows"] >= 10
