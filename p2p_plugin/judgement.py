@@ -321,15 +321,15 @@ def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.n
     their label is what is in question), each to be trained with the label the judge prefers. Each takes the
     place of the selected row of its *new* label that the judge agrees with least, so the subset keeps its
     size and each label its share of the benign rows (swapping out the least agreeing rows of any label
-    instead shifted the benign space's prior: clause seed 0, bench/results/relabel). Fewer candidates than
-    slots: all of them."""
+    instead shifted the benign space's prior: clause seed 0, bench/results/relabel/any_direction). Fewer
+    candidates than slots: all of them."""
     agree = row_agreement(view)
     tests = view.cache["relabel_tests"] = contradiction_by_label(view)
-    own_all = view.cache["judged_labels"]
+    judged = view.cache["judged_labels"]
     candidates = []
     for k, test in enumerate(tests):
         if test["excess_rows"]:
-            rows = np.setdiff1d(np.flatnonzero(np.isfinite(agree) & (agree < 0) & (own_all == k)), selected)
+            rows = np.setdiff1d(np.flatnonzero(np.isfinite(agree) & (agree < 0) & (judged == k)), selected)
             candidates.append(rows[np.argsort(agree[rows], kind="stable")][:test["excess_rows"]])
     slots = int(round(share * len(selected)))
     pool = np.concatenate(candidates) if candidates else np.zeros(0, dtype=np.int64)
@@ -341,8 +341,8 @@ def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.n
     if preferred is None:
         if len(labels) != 2:
             raise SelectionError("p2p.relabel needs the label the judge prefers; this judge reports agreement only")
-        preferred = 1 - view.cache["judged_labels"]  # two labels: a contradicted row's judge prefers the other one
-    own = view.cache["judged_labels"][selected]
+        preferred = 1 - judged  # two labels: a contradicted row's judge prefers the other one
+    own = judged[selected]
     drop = []
     for k in range(len(labels)):
         mine = selected[own == k]
