@@ -71,7 +71,7 @@ def main(argv=None):
     command = "python bench/per_class.py " + " ".join(sys.argv[1:] if argv is None else argv)
     from defense import attack_tag, write_json_and_markdown
 
-    from p2p_plugin.labels import LabelSpace
+    from p2p_plugin.manifest import read_manifest
 
     results = {"command": command, "date": time.strftime("%Y-%m-%d"), "attacks": {}}
     for attack in args.attacks:
@@ -82,7 +82,7 @@ def main(argv=None):
                 print(f"[per-class] {attack} / {arm}: no trained model in {folder / arm}, left out", flush=True)
                 continue
             labels, probs = label_probabilities(folder / arm, texts, args.model, folder)
-            space = LabelSpace.build(sorted(set(truths)))
+            space = read_manifest(folder / arm).recipe.label_space()  # the arm's own labels and safe labels
             result = per_class(labels, probs, truths, space.project)
             results["attacks"].setdefault(attack, {})[arm.removeprefix("../")] = result
             print(f"[per-class] {attack} / {arm}: {result}", flush=True)
