@@ -413,3 +413,20 @@ def test_p2p_audit_names_a_label_the_judge_contradicts_beyond_chance(tmp_path, c
     assert "Label '1' is contradicted beyond chance" in out and "Label '0' is" not in out
     tests = json.loads((tmp_path / "a.json").read_text())["judge"]["label_tests"]
     assert [t["over_contradicted"] for t in tests] == [False, True] and tests[1]["excess_rows"] >= 10
+
+
+@pytest.mark.parametrize("scale,flagged", [(1, False), (3, True)])
+def test_label_test_flags_a_small_gap_once_the_data_is_large(scale, flagged):
+    """The README's caveat: a judge that errs a little more on one label (here 32.9% against 30.3%, the
+    clean SST-2 rows' rates) is not flagged on 1000 rows but is on 3000: on large clean data relabel
+    would then relabel clean rows."""
+    ones, zeros = 535 * scale, 465 * scale
+    hit1, hit0 = round(0.329 * ones), round(0.3032 * zeros)
+    labels = np.array([1] * ones + [0] * zeros)
+    scores = np.ones(ones + zeros)
+    scores[:hit1] = -1.0
+    scores[ones:ones + hit0] = -1.0
+    view = RowView(texts=[f"row {i}" for i in range(len(labels))], answers=[str(x) for x in labels])
+    view.judge = ScriptedJudge(scores)
+    tests = contradiction_by_label(view)
+    assert [t["over_contradicted"] for t in tests] == [False, flagged]
