@@ -124,7 +124,8 @@ class P2PConfig(BaseModel):
         "prefers (its safe alternative) instead of its own: dirty-label poisoned rows are over-represented "
         "there, so the benign space sees triggered rows with their true label, whatever the trigger. Only "
         "labels whose rows the base model contradicts beyond chance (a binomial test against the other "
-        "labels) give up rows, at most their excess: on data where no label stands out nothing changes. "
+        "labels, and by at least 3 points) give up rows, at most their excess: on data where no label stands "
+        "out nothing changes. "
         "Changes those rows' training labels (counted, listed in p2p_manifest.json); the base model's wrong "
         "calls become wrong benign labels. 0 (default) turns it off.",
     )

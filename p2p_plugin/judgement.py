@@ -278,14 +278,21 @@ def row_agreement(view) -> np.ndarray:
 RELABEL_ALPHA = 0.05
 """Family-wise level of the test that decides which labels ``p2p.relabel`` may take rows from."""
 
+RELABEL_MIN_GAP = 0.03
+"""The least excess of a label's contradicted rate over the other labels' that the label test flags, however
+significant: a judge errs a little more on some labels than on others, and on enough rows any such gap is
+significant (the clean SST-2 rows: 32.9% against 30.3%, p = 0.11 on 1000 rows, significant from 3000). Dirty-label
+poison at 10% made a gap of 7.4-8.2 points (CTBA, clause); at 5% about half that is expected."""
 
-def contradiction_by_label(view, alpha: float = RELABEL_ALPHA) -> list[dict]:
+
+def contradiction_by_label(view, alpha: float = RELABEL_ALPHA, min_gap: float = RELABEL_MIN_GAP) -> list[dict]:
     """Per label: how often the judge contradicts its rows, against the rows of every other label.
 
     Dirty-label poison gives its rows the attacker's label, and the judge contradicts poisoned rows far more
     often than clean ones, so the target label's rows are contradicted more often than the others'. A label
-    is ``over_contradicted`` when a one-sided binomial test (its contradicted count against the other labels'
-    pooled rate, Bonferroni over the labels at ``alpha``) says chance cannot explain it; ``excess_rows`` is
+    is ``over_contradicted`` when its rate exceeds the other labels' pooled rate by at least ``min_gap`` and a
+    one-sided binomial test (its contradicted count against that rate, Bonferroni over the labels at
+    ``alpha``) says chance cannot explain it; ``excess_rows`` is
     then ``rows x (rate - others' rate)``, an estimate of the contradicted rows the label holds beyond that
     rate, else 0. Rows the judge could not score (non-finite agreement) are left out."""
     from .shortcuts import log10_binomial_tail
@@ -302,7 +309,7 @@ def contradiction_by_label(view, alpha: float = RELABEL_ALPHA) -> list[dict]:
         rate = hits / n if n else 0.0
         others_rate = float(contradicted[others].mean()) if others.any() else 0.0
         log10_p = log10_binomial_tail(n, hits, others_rate) if n and others.any() else 0.0
-        over = bool(n and rate > others_rate and log10_p < np.log10(alpha / len(labels)))
+        over = bool(n and rate - others_rate >= min_gap and log10_p < np.log10(alpha / len(labels)))
         out.append({"label": label, "rows": n, "contradicted": hits, "rate": round(rate, 4),
                     "others_rate": round(others_rate, 4), "log10_p": round(float(log10_p), 2),
                     "over_contradicted": over, "excess_rows": int(n * (rate - others_rate)) if over else 0})

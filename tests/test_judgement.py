@@ -415,13 +415,14 @@ def test_p2p_audit_names_a_label_the_judge_contradicts_beyond_chance(tmp_path, c
     assert [t["over_contradicted"] for t in tests] == [False, True] and tests[1]["excess_rows"] >= 10
 
 
-@pytest.mark.parametrize("scale,flagged", [(1, False), (3, True)])
-def test_label_test_flags_a_small_gap_once_the_data_is_large(scale, flagged):
-    """The README's caveat: a judge that errs a little more on one label (here 32.9% against 30.3%, the
-    clean SST-2 rows' rates) is not flagged on 1000 rows but is on 3000: on large clean data relabel
-    would then relabel clean rows."""
+@pytest.mark.parametrize("rate1,scale,flagged", [(0.329, 1, False), (0.329, 3, False), (0.329, 20, False),
+                                                (0.345, 1, True), (0.345, 3, True)])
+def test_label_test_needs_a_gap_of_three_points_however_large_the_data(rate1, scale, flagged):
+    """A judge that errs a little more on one label (32.9% against 30.3%: the clean SST-2 rows' rates) is
+    never flagged, however many rows (the binomial test alone flagged it from 3000 rows, and relabel then
+    relabelled clean rows); a 4.2-point gap is, from 1000 rows on."""
     ones, zeros = 535 * scale, 465 * scale
-    hit1, hit0 = round(0.329 * ones), round(0.3032 * zeros)
+    hit1, hit0 = round(rate1 * ones), round(0.3032 * zeros)
     labels = np.array([1] * ones + [0] * zeros)
     scores = np.ones(ones + zeros)
     scores[:hit1] = -1.0
@@ -430,3 +431,27 @@ def test_label_test_flags_a_small_gap_once_the_data_is_large(scale, flagged):
     view.judge = ScriptedJudge(scores)
     tests = contradiction_by_label(view)
     assert [t["over_contradicted"] for t in tests] == [False, flagged]
+    assert tests[1]["excess_rows"] == (int(ones * (hit1 / ones - hit0 / zeros)) if flagged else 0)
+    if rate1 == 0.329 and scale >= 3:  # significant all the same: the gap is what keeps it out
+        assert tests[1]["log10_p"] < np.log10(0.05 / 2)
+
+
+def test_p2p_audit_says_why_a_label_above_the_others_is_not_flagged(tmp_path, capsys, monkeypatch):
+    """3000 clean-like rows where the judge errs 2.6 points more on label 1: significant, but under the gap."""
+    from p2p_plugin import judgement
+    from p2p_plugin.cli import main
+
+    ones, zeros = 1605, 1395
+    scores = np.ones(ones + zeros)
+    scores[:round(0.329 * ones)] = -1.0
+    scores[ones:ones + round(0.3032 * zeros)] = -1.0
+    labels = [1] * ones + [0] * zeros
+    monkeypatch.setattr(judgement, "BaseModelJudge", lambda model, settings: ScriptedJudge(scores))
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"sentence": f"row {i}", "label": x}) + "\n" for i, x in enumerate(labels)))
+    assert main(["audit", str(path), "--judge-model", "scripted", "--label-names", "0=bad", "1=good",
+                 "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "beyond chance" not in out
+    assert "Label '1': 32.9% of its 1605 rows contradicted against 30.3%" in out
+    assert "under the 3-point gap the test asks for, not flagged" in out
