@@ -102,7 +102,7 @@ def offset_sweep(labels, clean_probs, truths, trig_probs, trig_truths, project, 
     for offset in offsets:
         pred = projected_predictions(labels, clean_probs, project, target, offset)
         trig = projected_predictions(labels, trig_probs, project, target, offset)[trig_truth != target]
-        out.append({"offset": offset, "ca": round(100 * float((pred == truth).mean()), 1),
+        out.append({"offset": float(offset), "ca": round(100 * float((pred == truth).mean()), 1),
                     "asr": round(100 * float((trig == target).mean()), 1) if len(trig) else None,
                     "target_share": round(100 * float((pred == target).mean()), 1)})
     return out

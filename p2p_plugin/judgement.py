@@ -176,11 +176,21 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def folder_fingerprint(path) -> list:
+    """``[name, size, mtime]`` of each file directly in ``path`` when it is a local folder (a model's weights,
+    config, tokenizer), else ``[]`` (a hub id: its name is all there is). A model replaced at the same path
+    then gets a new judgement cache instead of the old model's scores."""
+    folder = Path(str(path))
+    if not folder.is_dir():
+        return []
+    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in folder.iterdir() if f.is_file())
+
+
 class BaseModelJudge:
     """Loads ``model_path`` lazily (CUDA when available), scores rows, releases the model. Picklable
     until used: it holds paths and settings only. ``cache_dir``: keep each dataset's scores there
-    (keyed by model, settings and every row's text and answer), so a re-run with other P2P settings
-    does not judge the same rows again."""
+    (keyed by the model's path and files (:func:`folder_fingerprint`), settings and every row's text and
+    answer), so a re-run with other P2P settings does not judge the same rows again."""
 
     def __init__(self, model_path: str, settings: JudgeSettings, tokenizer_path: str | None = None,
                  model=None, tokenizer=None, cache_dir: str | None = None):
@@ -195,7 +205,8 @@ class BaseModelJudge:
     def _cache_file(self, texts, answers):
         if not self.cache_dir:
             return None
-        digest = hashlib.sha256(json.dumps([str(self.model_path), str(self.tokenizer_path), asdict(self.settings)],
+        digest = hashlib.sha256(json.dumps([str(self.model_path), str(self.tokenizer_path), asdict(self.settings),
+                                            folder_fingerprint(self.model_path), folder_fingerprint(self.tokenizer_path)],
                                            sort_keys=True).encode())
         for text, answer in zip(texts, answers):
             digest.update(f"{text}\x00{answer}\x01".encode())

@@ -196,6 +196,27 @@ def test_judge_runs_inside_the_transform_and_caches_its_scores(tiny, tiny_model,
     assert "zq" in {t["word"] for t in report.suspected_triggers}  # the audit runs with this selection too
 
 
+def test_a_model_replaced_at_the_same_path_is_judged_again(tiny_model, tmp_path):
+    """The judgement cache is keyed by the model's files, not only its path: new weights, new scores."""
+    import os
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model, model_dir)
+    settings = JudgeSettings(labels=("0", "1"), label_names=("bad", "good"))
+    texts, answers = ["the film was good", "the film was bad"], ["1", "0"]
+    cache = str(tmp_path / "judgements")
+    BaseModelJudge(str(model_dir), settings, cache_dir=cache).agreement(texts, answers)
+    same = BaseModelJudge(str(model_dir), settings, cache_dir=cache)
+    same.agreement(texts, answers)
+    assert same.from_cache
+    weights = next(f for f in model_dir.iterdir() if f.suffix in (".safetensors", ".bin"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "new" weights
+    replaced = BaseModelJudge(str(model_dir), settings, cache_dir=cache)
+    replaced.agreement(texts, answers)
+    assert not replaced.from_cache and len(list((tmp_path / "judgements").glob("judgement-*.npy"))) == 2
+
+
 def test_judge_with_a_given_model_does_not_load_one(tiny):
     model, tokenizer = tiny
     settings = JudgeSettings(labels=("0", "1"), label_names=("bad", "good"))
