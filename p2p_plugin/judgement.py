@@ -323,7 +323,8 @@ def contradiction_by_label(view, alpha: float = RELABEL_ALPHA, min_gap: float = 
         over = bool(n and rate - others_rate >= min_gap and log10_p < np.log10(alpha / len(labels)))
         out.append({"label": label, "rows": n, "contradicted": hits, "rate": round(rate, 4),
                     "others_rate": round(others_rate, 4), "log10_p": round(float(log10_p), 2),
-                    "over_contradicted": over, "excess_rows": int(n * (rate - others_rate)) if over else 0})
+                    "over_contradicted": over, "excess_rows": int(n * (rate - others_rate)) if over else 0,
+                    "alpha": alpha, "min_gap": min_gap})  # the thresholds, for the manifest
     return out
 
 

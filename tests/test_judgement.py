@@ -9,7 +9,7 @@ import pytest
 from p2p_plugin.args import P2PConfig
 from p2p_plugin.formats import PlainFormat
 from p2p_plugin.judgement import (
-    BaseModelJudge, JudgeError, JudgeSettings, agreement, judge_from_recipe, label_log_probs, label_quotas,
+    RELABEL_MIN_GAP, BaseModelJudge, JudgeError, JudgeSettings, agreement, judge_from_recipe, label_log_probs, label_quotas,
     name_token_ids,
 )
 from p2p_plugin.selection import RowView, SelectionError, select_rows
@@ -414,7 +414,9 @@ def test_relabel_leaves_data_alone_when_no_label_stands_out(caplog):
         _, report = apply_p2p(Dataset.from_list(rows), FMT, _relabel_recipe(0.25), source="d", rows_for_selection=view)
         report.log()
     assert report.relabeled_rows == [] and report.relabeled == {}
-    assert [t["label"] for t in json.loads(json.dumps(report.to_dict()))["relabel_tests"]] == ["0", "1"]  # manifest
+    recorded = json.loads(json.dumps(report.to_dict()))["relabel_tests"]  # as the manifest keeps it
+    assert [t["label"] for t in recorded] == ["0", "1"]
+    assert all(t["min_gap"] == RELABEL_MIN_GAP and t["alpha"] == 0.05 for t in recorded)  # the thresholds used
     assert "no label's rows are contradicted by the judge beyond chance" in caplog.text
     assert report.labels_after == {"0": 80, "1": 80, "2": 20, "3": 20}  # the plain judge subset, own safe labels
 
