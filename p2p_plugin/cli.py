@@ -107,8 +107,7 @@ def _judge_rows(args, rows, fmt) -> dict:
     """``p2p audit --judge-model``: which rows' labels the model contradicts (what base_model_agreement avoids)."""
     import numpy as np
 
-    from .judgement import (DEFAULT_JUDGE_PROMPT, RELABEL_MIN_GAP, BaseModelJudge, JudgeSettings,
-                            contradiction_by_label, row_agreement)
+    from .judgement import DEFAULT_JUDGE_PROMPT, BaseModelJudge, JudgeSettings, contradiction_by_label, row_agreement
     from .metrics import format_markdown_table
     from .selection import RowView
 
@@ -140,8 +139,8 @@ def _judge_rows(args, rows, fmt) -> dict:
                   f"{t['others_rate']:.1%} of the other labels' (p = 10^{t['log10_p']:.1f}; about {t['excess_rows']} "
                   "rows in excess): dirty-label poison with this target label looks like this.")
         elif t["rate"] > t["others_rate"]:
-            why = (f"under the {100 * RELABEL_MIN_GAP:g}-point gap the test asks for"
-                   if t["rate"] - t["others_rate"] < RELABEL_MIN_GAP else "within chance")
+            significant = t["log10_p"] < np.log10(t["alpha"] / len(tests))  # the test's own thresholds
+            why = f"under the {100 * t['min_gap']:g}-point gap the test asks for" if significant else "within chance"
             print(f"Label {t['label']!r}: {t['rate']:.1%} of its {t['rows']} rows contradicted against {t['others_rate']:.1%} "
                   f"of the other labels' (p = 10^{t['log10_p']:.1f}): {why}, not flagged (p2p.relabel leaves it alone).")
     return {"model": args.judge_model, "prompt": settings.prompt, "label_names": dict(pairs),
