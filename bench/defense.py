@@ -324,29 +324,43 @@ def write_json_and_markdown(out: Path, results: dict, markdown: str) -> None:
 
 
 def run_classification_matrix(args, model, work, data_dir, results):
-    rows = read_rows(data_dir / "sst2" / "train.jsonl")
-    random.Random(args.seed).shuffle(rows)
-    subset = _write_jsonl(work / "train_subset.jsonl", rows[: args.train_rows])
+    subset, rows = sst2_train_subset(args, work, data_dir)
     dev = data_dir / "sst2" / "dev.jsonl"
     heldout = heldout_rows(rows, args) if args.eval_split == "heldout" else None
     for label_mode in args.label_mode:
         for attack in args.attacks:
             for rate in args.rates:
                 tag = attack_tag(attack, rate, label_mode)
-                attack_dir = work / tag
-                spec = AttackSpec(name=attack, poison_rate=rate, target=args.target, seed=args.seed,
-                                  label_mode=label_mode, **({"words": ("mn",)} if attack == "badnets" else {}))
-                sidecar = simulate_attack(subset, dev, attack_dir, spec, "plain", "sentence", "label", ["0", "1"])
-                clean = read_rows(attack_dir / "test_clean.jsonl")
-                triggered = read_rows(attack_dir / "test_triggered.jsonl")
-                if heldout is not None:  # the same attack's triggers on rows the arms never trained on
-                    clean = heldout
-                    triggered, _ = triggered_test_rows(heldout, spec, "plain", "sentence", "label", ["0", "1"])
-                    _write_jsonl(attack_dir / "heldout" / "test_clean.jsonl", clean)
-                    _write_jsonl(attack_dir / "heldout" / "test_triggered.jsonl", triggered)
-                poisoned = attack_dir / "train_poisoned.jsonl"
-                run_attack_arms(tag, poisoned, subset, sidecar["train"]["poisoned_indices"], model, args, work, clean,
+                poisoned, poisoned_indices, clean, triggered = attack_files(args, work, subset, dev, heldout, attack,
+                                                                            rate, label_mode)
+                run_attack_arms(tag, poisoned, subset, poisoned_indices, model, args, work, clean,
                                 triggered, args.target, results, removed_words=suspected_words(poisoned))
+
+
+def sst2_train_subset(args, work: Path, data_dir: Path) -> tuple[Path, list[dict]]:
+    """The first ``--train-rows`` SST-2 train rows after a ``--seed`` shuffle, written under ``work``
+    (every arm trains on them), and all shuffled rows (the held-out split is cut from their end)."""
+    rows = read_rows(data_dir / "sst2" / "train.jsonl")
+    random.Random(args.seed).shuffle(rows)
+    return _write_jsonl(work / "train_subset.jsonl", rows[: args.train_rows]), rows
+
+
+def attack_files(args, work: Path, subset: Path, dev: Path, heldout, attack: str, rate: float, label_mode: str):
+    """One attack on the training subset (written under ``work/<tag>``, byte-identical for the same flags):
+    ``(poisoned training file, poisoned row indices, clean test rows, triggered test rows)``; the test rows are
+    the dev split's, or with ``heldout`` (rows) those rows and the same attack's triggers on them."""
+    attack_dir = work / attack_tag(attack, rate, label_mode)
+    spec = AttackSpec(name=attack, poison_rate=rate, target=args.target, seed=args.seed,
+                      label_mode=label_mode, **({"words": ("mn",)} if attack == "badnets" else {}))
+    sidecar = simulate_attack(subset, dev, attack_dir, spec, "plain", "sentence", "label", ["0", "1"])
+    clean = read_rows(attack_dir / "test_clean.jsonl")
+    triggered = read_rows(attack_dir / "test_triggered.jsonl")
+    if heldout is not None:  # the same attack's triggers on rows the arms never trained on
+        clean = heldout
+        triggered, _ = triggered_test_rows(heldout, spec, "plain", "sentence", "label", ["0", "1"])
+        _write_jsonl(attack_dir / "heldout" / "test_clean.jsonl", clean)
+        _write_jsonl(attack_dir / "heldout" / "test_triggered.jsonl", triggered)
+    return attack_dir / "train_poisoned.jsonl", sidecar["train"]["poisoned_indices"], clean, triggered
 
 
 def heldout_rows(shuffled: list[dict], args) -> list[dict]:

@@ -342,6 +342,12 @@ def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.n
     size and each label its share of the benign rows (swapping out the least agreeing rows of any label
     instead shifted the benign space's prior: clause seed 0, bench/results/relabel/any_direction). Fewer
     candidates than slots: all of them."""
+    return swap_in_relabelled(view, selected, rows_to_relabel(view, selected, share))
+
+
+def rows_to_relabel(view, selected: np.ndarray, share: float) -> np.ndarray:
+    """The rows :func:`relabel_contradicted` gives the judge's label, most contradicted first (none of them in
+    ``selected``); records the label tests in ``view.cache["relabel_tests"]``."""
     agree = row_agreement(view)
     tests = view.cache["relabel_tests"] = contradiction_by_label(view)
     judged = view.cache["judged_labels"]
@@ -352,9 +358,16 @@ def relabel_contradicted(view, selected: np.ndarray, share: float) -> tuple[np.n
             candidates.append(rows[np.argsort(agree[rows], kind="stable")][:test["excess_rows"]])
     slots = int(round(share * len(selected)))
     pool = np.concatenate(candidates) if candidates else np.zeros(0, dtype=np.int64)
-    chosen = pool[np.argsort(agree[pool], kind="stable")][:slots]
+    return pool[np.argsort(agree[pool], kind="stable")][:slots]
+
+
+def swap_in_relabelled(view, selected: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """``(benign rows, {row: the judge's label})``: each ``chosen`` row takes the place of the selected row of
+    its new label that the judge agrees with least (:func:`relabel_contradicted`)."""
     if not len(chosen):
         return selected, {}
+    agree = row_agreement(view)
+    judged = view.cache["judged_labels"]
     labels = view.judge.settings.labels
     preferred = view.cache.get("preferred_labels")
     if preferred is None:
