@@ -16,6 +16,9 @@ training process as a second plugin (:class:`RelabelOraclePlugin`, this module o
 which rows to keep through the ``P2P_RELABEL_ORACLE`` environment variable.
 
   .venv/bin/python bench/relabel_oracle.py            # clause, 10% dirty, seed 0, dev + held-out
+  .venv/bin/python bench/relabel_oracle.py --train-seeds 0 1 --keep poisoned,clean   # also training seed 1
+
+Other flags are bench/defense.py's (its defaults here: the committed relabel matrix's settings).
 
 Writes bench/results/relabel/oracle.{json,md}; arms and their per-split results live under --work
 (resumable: a finished arm is not trained or evaluated again).
@@ -81,17 +84,26 @@ class RelabelOraclePlugin(BasePlugin):
         install_from_env()
 
 
-def arm_name(tag: str, relabel: float, keep: str) -> str:
-    return f"{tag}/p2p-base_model_agreement-relabel{relabel:g}" + ("" if keep == "all" else f"-oracle-{keep}")
+def arm_name(tag: str, relabel: float, keep: str, seed_suffix: str = "") -> str:
+    """bench/defense.py's name for the relabel arm (``seed_suffix``: ``-seed<N>`` for a training seed other than
+    ``--seed``), with ``-oracle-<keep>`` for an oracle arm."""
+    return (f"{tag}/p2p-base_model_agreement-relabel{relabel:g}" + ("" if keep == "all" else f"-oracle-{keep}")
+            + seed_suffix)
 
 
-def train_oracle_arm(args, model, work: Path, tag: str, poisoned: Path, poisoned_indices, keep: str) -> Path:
+def seed_suffix(args, seed: int) -> str:
+    return "" if seed == args.seed else f"-seed{seed}"
+
+
+def train_oracle_arm(args, model, work: Path, tag: str, poisoned: Path, poisoned_indices, keep: str,
+                     seed: int) -> Path:
     """Train one arm (or reuse it); ``keep`` other than "all" adds the oracle plugin and its own prepared-data
     folder (the plugin's data cache keys on the recipe, which the oracle does not change), seeded with the
     control's judgement cache so the base model judges the rows once."""
-    name = arm_name(tag, args.relabel[0], keep)
+    name = arm_name(tag, args.relabel[0], keep, seed_suffix(args, seed))
     arm_dir = work / name
-    cfg = defense.arm_config(model, poisoned, arm_dir, work, args, True, "base_model_agreement", relabel=args.relabel[0])
+    cfg = defense.arm_config(model, poisoned, arm_dir, work, args, True, "base_model_agreement", seed=seed,
+                             relabel=args.relabel[0])
     if keep != "all":
         prepared = work / f"prepared-oracle-{keep}"
         judged = Path(defense.judgement_cache_dir(str(work / "prepared")))
@@ -136,11 +148,11 @@ def reading(result: dict, inference: str = "p2p") -> dict:
     return {"ca": got["ca"]["projected"], "asr": got["asr"]["projected"]}
 
 
-def committed_arms(results: Path, tag: str, relabel: float) -> dict:
-    """The clean model, the plain judge arm and the relabel arm of the committed matrix (same settings, seed 0),
-    per split, read from ``defense_<model>_sst2[-heldout].json`` in ``results``."""
-    names = {"clean model": "clean", "judge, no relabel": "p2p-base_model_agreement",
-             f"judge, relabel {relabel:g} (committed)": f"p2p-base_model_agreement-relabel{relabel:g}"}
+def committed_arms(results: Path, tag: str, relabel: float, suffix: str = "") -> dict:
+    """The clean model, the plain judge arm and the relabel arm of the committed matrix (same settings and training
+    seed: ``suffix``), per split, read from ``defense_<model>_sst2[-heldout].json`` in ``results``."""
+    names = {"clean model": "clean", "judge, no relabel": f"p2p-base_model_agreement{suffix}",
+             f"judge, relabel {relabel:g} (committed)": f"p2p-base_model_agreement-relabel{relabel:g}{suffix}"}
     out = {label: {} for label in names}
     for split, suffix in (("dev", ""), ("heldout", "-heldout")):
         path = results / f"defense_smollm2-135m-instruct_sst2{suffix}.json"
@@ -177,14 +189,20 @@ def main(argv=None):
         poisoned, poisoned_indices, clean, triggered = defense.attack_files(args, work, subset, dev, held, attack, rate,
                                                                             mode)
         splits[split] = (clean, triggered)
-    arms = {}
-    for keep in keeps:
-        arm_dir = train_oracle_arm(args, model, work, tag, poisoned, poisoned_indices, keep)
-        arms[keep] = {"arm": arm_name(tag, args.relabel[0], keep), **relabelled_counts(arm_dir, poisoned_indices)}
-        for split, (clean, triggered) in splits.items():
-            arms[keep][split] = reading(evaluate_arm(args, model, arm_dir, split, clean, triggered))
-    write_report(args, arms, committed_arms(Path(args.results), tag, args.relabel[0]), argv)
-
+    arms, committed = {}, {}
+    seeds = args.train_seeds or [args.seed]
+    for seed in seeds:
+        for keep in keeps:
+            arm_dir = train_oracle_arm(args, model, work, tag, poisoned, poisoned_indices, keep, seed)
+            arm = arms[f"seed {seed}, keep {keep}"] = {
+                "arm": arm_name(tag, args.relabel[0], keep, seed_suffix(args, seed)), "seed": seed, "keep": keep,
+                **relabelled_counts(arm_dir, poisoned_indices)}
+            for split, (clean, triggered) in splits.items():
+                arm[split] = reading(evaluate_arm(args, model, arm_dir, split, clean, triggered))
+        for label, got in committed_arms(Path(args.results), tag, args.relabel[0], seed_suffix(args, seed)).items():
+            if label != "clean model" or seed == seeds[0]:  # one clean model for every training seed
+                committed[label if label == "clean model" else f"seed {seed}, {label}"] = got
+    write_report(args, arms, committed, argv)
 
 def write_report(args, arms: dict, committed: dict, argv) -> None:
     def cells(splits):
@@ -192,17 +210,17 @@ def write_report(args, arms: dict, committed: dict, argv) -> None:
                 for split in ("dev", "heldout") for what, key in (("CA", "ca"), ("ASR", "asr"))}
 
     rows = [{"arm": label, "relabelled (poisoned / clean)": "-", **cells(splits)} for label, splits in committed.items()]
-    for keep, arm in arms.items():
-        rows.append({"arm": f"relabel {args.relabel[0]:g}, keep {keep}", "relabelled (poisoned / clean)":
+    for label, arm in arms.items():
+        rows.append({"arm": f"{label} (relabel {args.relabel[0]:g})", "relabelled (poisoned / clean)":
                      f"{arm['relabelled']} ({arm['relabelled_poisoned']} / {arm['relabelled_clean']})", **cells(arm)})
     command = "python bench/relabel_oracle.py" + (" " + " ".join(argv) if argv else "")
     markdown = "\n".join([
         "# Where relabel's CA cost comes from (bench-only oracle)", "",
         f"Command: `{command}`", "",
         f"`{args.attacks[0]}` {100 * args.rates[0]:g}% {args.label_mode[0]} label, {args.train_rows} SST-2 rows, "
-        f"seed {args.seed}, {args.epochs:g} epochs, lr {args.lr:g}, `selection: base_model_agreement`; P2P arms read "
+        f"data seed {args.seed}, {args.epochs:g} epochs, lr {args.lr:g}, `selection: base_model_agreement`; P2P arms read "
         "with the benign trigger, mapped back; the clean model without it (its ASR is the floor). CA and ASR in %, "
-        "projected; dev = the SST-2 dev split, heldout = the last 872 shuffled train rows. The first rows are the "
+        "projected; `seed`: the training seed (LoRA init, row order, benign subset); dev = the SST-2 dev split, heldout = the last 872 shuffled train rows. The first rows are the "
         "committed matrix's arms (bench/results/relabel/defense_*), the others trained by this command. `keep "
         "poisoned` / `keep clean`: relabel only the chosen rows that are poisoned / clean (an oracle no defender "
         "has).", "",

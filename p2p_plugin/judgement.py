@@ -15,7 +15,9 @@ some triggered rows with their true label, which the benign trigger must then st
 inference, without knowing the trigger. Only the rows of labels the base model contradicts beyond
 chance are candidates (dirty-label poison makes its target label stand out), at most as many as
 that label's excess; the others' contradicted rows are the judge's own mistakes. Every relabelled
-row is counted and listed in the manifest, with the label test.
+row is counted and listed in the manifest, with the label test. Measured on ``clause``
+(bench/results/relabel/oracle.md): most of its clean-accuracy cost is the judge's wrong relabels, and those alone
+also lowered ASR, so part of the gain is a move towards the non-target label, not the trigger unlearned.
 
 How a row is judged: the user text goes into ``prompt`` (``{text}`` and ``{choices}``, e.g. "negative
 or positive"), through the tokenizer's chat template when it has one; the score of each label is the
