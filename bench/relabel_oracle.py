@@ -5,7 +5,8 @@
 true one) and half are clean rows the judge misreads (their new label is wrong). This trains the same arm
 three times, changing only which of the rows relabel chose keep the judge's label:
 
-  all       the plugin as it is (the control; must reproduce the committed arm)
+  all       the plugin as it is (the control, retrained beside the others: a rerun of a committed arm on this
+            CPU is not bit-identical, so the comparison is made within one run)
   poisoned  only the chosen rows that are poisoned (an oracle: a perfect judge among relabel's picks)
   clean     only the chosen rows that are clean (the judge's mistakes alone)
 
@@ -112,7 +113,8 @@ def train_oracle_arm(args, model, work: Path, tag: str, poisoned: Path, poisoned
         cfg["dataset_prepared_path"] = str(prepared)
         cfg["plugins"] = cfg["plugins"] + ["relabel_oracle.RelabelOraclePlugin"]
         os.environ[ENV] = json.dumps({"keep": keep, "poisoned_indices": list(poisoned_indices)})
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p)
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths if str(BENCH) in paths else [str(BENCH), *paths])
     (work / name).parent.mkdir(parents=True, exist_ok=True)
     try:
         defense.train_arm(cfg, work, name)
@@ -122,7 +124,7 @@ def train_oracle_arm(args, model, work: Path, tag: str, poisoned: Path, poisoned
 
 
 def relabelled_counts(arm_dir: Path, poisoned_indices) -> dict:
-    """What the arm's manifest says it did: relabelled rows (poisoned / clean) and poisoned rows in the subset."""
+    """What the arm's manifest says it did: relabelled rows (poisoned / clean) and benign rows selected."""
     entry = defense.read_manifest(arm_dir).datasets[0]
     relabelled = set(entry.get("relabeled_rows") or [])
     poisoned = set(poisoned_indices)
@@ -154,8 +156,8 @@ def committed_arms(results: Path, tag: str, relabel: float, suffix: str = "") ->
     names = {"clean model": "clean", "judge, no relabel": f"p2p-base_model_agreement{suffix}",
              f"judge, relabel {relabel:g} (committed)": f"p2p-base_model_agreement-relabel{relabel:g}{suffix}"}
     out = {label: {} for label in names}
-    for split, suffix in (("dev", ""), ("heldout", "-heldout")):
-        path = results / f"defense_smollm2-135m-instruct_sst2{suffix}.json"
+    for split, file_suffix in (("dev", ""), ("heldout", "-heldout")):
+        path = results / f"defense_smollm2-135m-instruct_sst2{file_suffix}.json"
         arms = json.loads(path.read_text())["arms"] if path.is_file() else {}
         for label, arm in names.items():
             if f"{tag}/{arm}" in arms:
@@ -163,13 +165,23 @@ def committed_arms(results: Path, tag: str, relabel: float, suffix: str = "") ->
     return {label: splits for label, splits in out.items() if splits}
 
 
+def split_keep_flag(argv: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """``--keep a,b`` (this script's one flag; default: all three) and the rest, which are bench/defense.py's.
+    An unknown value stops here, before any arm trains."""
+    if "--keep" not in argv:
+        return KEEPS, argv
+    i = argv.index("--keep")
+    if i + 1 == len(argv):
+        raise SystemExit(f"--keep needs a value: a comma-separated subset of {','.join(KEEPS)}")
+    keeps = tuple(argv[i + 1].split(","))
+    unknown = [k for k in keeps if k not in KEEPS]
+    if unknown:
+        raise SystemExit(f"--keep {argv[i + 1]}: unknown {unknown}; choose from {','.join(KEEPS)}")
+    return keeps, argv[:i] + argv[i + 2:]
+
+
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    keeps = KEEPS
-    if "--keep" in argv:  # our one flag; the rest are bench/defense.py's
-        i = argv.index("--keep")
-        keeps = tuple(argv[i + 1].split(","))
-        del argv[i:i + 2]
+    keeps, argv = split_keep_flag(list(sys.argv[1:] if argv is None else argv))
     defaults = ["--attacks", "clause", "--rates", "0.1", "--train-rows", "1000", "--epochs", "3", "--lr", "1e-3",
                 "--eval-rows", "1000", "--selections", "base_model_agreement", "--relabel", "0.25",
                 "--work", str(BENCH / "work" / "cpu-seeds"), "--results", str(BENCH / "results" / "relabel")]
@@ -203,6 +215,7 @@ def main(argv=None):
             if label != "clean model" or seed == seeds[0]:  # one clean model for every training seed
                 committed[label if label == "clean model" else f"seed {seed}, {label}"] = got
     write_report(args, arms, committed, argv)
+
 
 def write_report(args, arms: dict, committed: dict, argv) -> None:
     def cells(splits):

@@ -67,3 +67,12 @@ def test_the_plugin_patches_the_step_the_transform_calls(oracle, monkeypatch):
                        judge={"label_names": {"0": "bad", "1": "good"}}).recipe()
     _, relabels = benign_rows(100, recipe, "", _view())  # what the plugin's transform runs
     assert set(relabels) == set(POISONED)
+
+
+def test_keep_flag_is_checked_before_any_arm_trains(oracle):
+    assert oracle.split_keep_flag(["--lr", "1e-3"]) == (oracle.KEEPS, ["--lr", "1e-3"])
+    assert oracle.split_keep_flag(["--keep", "poisoned,clean", "--lr", "1e-3"]) == (("poisoned", "clean"), ["--lr", "1e-3"])
+    with pytest.raises(SystemExit, match="unknown"):
+        oracle.split_keep_flag(["--keep", "poisond"])
+    with pytest.raises(SystemExit, match="needs a value"):
+        oracle.split_keep_flag(["--keep"])
