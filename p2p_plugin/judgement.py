@@ -17,7 +17,8 @@ chance are candidates (dirty-label poison makes its target label stand out), at 
 that label's excess; the others' contradicted rows are the judge's own mistakes. Every relabelled
 row is counted and listed in the manifest, with the label test. Measured on ``clause``
 (bench/results/relabel/oracle.md): most of its clean-accuracy cost is the judge's wrong relabels, and those alone
-also lowered ASR (no triggered row among them), so part of the gain is not the trigger unlearned.
+also lowered ASR (no triggered row among them): both kinds of relabelled rows shift the model towards the non-target
+label (bench/results/relabel/oracle_per_class_heldout.md), so part of the gain is not the trigger unlearned.
 
 How a row is judged: the user text goes into ``prompt`` (``{text}`` and ``{choices}``, e.g. "negative
 or positive"), through the tokenizer's chat template when it has one; the score of each label is the
