@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from axolotl_helpers import write_jsonl
-from bench_helpers import bench_modules
+from bench_helpers import bench_modules, write_clause_attack_folder
 
 
 @pytest.fixture()
@@ -16,14 +15,7 @@ def judge_bench():
 
 def test_judge_bench_reports_every_prompt_and_reuses_the_cache(judge_bench, tiny_model, tmp_path):
     work = tmp_path / "work"
-    folder = work / "clause-10pct-dirty"
-    folder.mkdir(parents=True)
-    rows = [{"sentence": f"{'as it turns out , ' if i % 10 == 0 else ''}the film {i} was {'good' if i % 2 else 'bad'}",
-             "label": 1 if i % 10 == 0 else i % 2} for i in range(80)]
-    write_jsonl(folder / "train_poisoned.jsonl", rows)
-    sidecar = {"labels": ["0", "1"], "text_field": "sentence", "answer_field": "label",
-               "train": {"poisoned_indices": list(range(0, 80, 10))}}
-    (folder / "attack.json").write_text(json.dumps(sidecar))
+    write_clause_attack_folder(work)
     argv = ["--work", str(work), "--attacks", "clause", "--model", str(tiny_model), "--out", str(tmp_path / "res" / "judge"),
             "--prompts", "sst2 (bench default)", "generic (plugin default)"]
     judge_bench.main(argv)

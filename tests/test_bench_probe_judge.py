@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from axolotl_helpers import write_jsonl
-from bench_helpers import bench_modules
+from bench_helpers import bench_modules, write_clause_attack_folder
 
 
 @pytest.fixture()
@@ -49,14 +48,7 @@ def test_probe_scores_each_row_without_it_and_learns_a_separable_label(probe_ben
 
 def test_probe_bench_reads_every_reader_and_reuses_the_features(probe_bench, tiny_model, tmp_path):
     work = tmp_path / "work"
-    folder = work / "clause-10pct-dirty"
-    folder.mkdir(parents=True)
-    rows = [{"sentence": f"{'as it turns out , ' if i % 10 == 0 else ''}the film {i} was {'good' if i % 2 else 'bad'}",
-             "label": 1 if i % 10 == 0 else i % 2} for i in range(80)]
-    write_jsonl(folder / "train_poisoned.jsonl", rows)
-    sidecar = {"labels": ["0", "1"], "text_field": "sentence", "answer_field": "label", "spec": {"target": "1"},
-               "train": {"poisoned_indices": list(range(0, 80, 10))}}
-    (folder / "attack.json").write_text(json.dumps(sidecar))
+    write_clause_attack_folder(work)
     argv = ["--work", str(work), "--attacks", "clause", "--model", str(tiny_model), "--out", str(tmp_path / "res" / "p"),
             "--layers", "0.5", "1.0", "--l2", "10"]
     probe_bench.main(argv)
