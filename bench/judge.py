@@ -75,17 +75,23 @@ def measure(folder: Path, prompt: str, args) -> dict:
     for name in STRATEGIES:  # the dataset key is the training file's path, as the plugin's (dataset_source)
         chosen = select_rows(len(rows), args.ratio, args.seed, name, dataset_key=str(path.resolve()), rows=view)
         out[name] = len(poisoned & set(chosen.tolist()))
-    agree = view.cache["agreement"]
     mask = np.zeros(len(rows), dtype=bool)
     mask[list(poisoned)] = True
-    order = np.argsort(agree, kind="stable")  # most contradicted first: how pure a set of "likely poisoned" rows is
-    out["poisoned_among_most_contradicted"] = {str(k): int(mask[order[:k]].sum()) for k in MOST_CONTRADICTED}
-    out.update(agreement_with_labels=round(float((agree > 0).mean()), 4),
-               contradicts_clean=round(float((agree[~mask] < 0).mean()), 4),
-               contradicts_poisoned=round(float((agree[mask] < 0).mean()), 4) if mask.any() else None,
+    out.update(contradiction_reading(view.cache["agreement"], mask),
                judge_seconds=round(view.judge.seconds, 1), from_cache=view.judge.from_cache,
                seconds=round(time.perf_counter() - start, 1))
     return out
+
+
+def contradiction_reading(agree: np.ndarray, poisoned: np.ndarray) -> dict:
+    """How a judge's per-row agreement reads the rows, scored with the poisoned-row mask (a defender has none):
+    agreement with the labels, the share of clean / poisoned rows contradicted, and the poisoned rows among the k
+    rows it contradicts most (how pure a set of "likely poisoned" rows it can name)."""
+    order = np.argsort(agree, kind="stable")  # most contradicted first
+    return {"agreement_with_labels": round(float((agree > 0).mean()), 4),
+            "contradicts_clean": round(float((agree[~poisoned] < 0).mean()), 4),
+            "contradicts_poisoned": round(float((agree[poisoned] < 0).mean()), 4) if poisoned.any() else None,
+            "poisoned_among_most_contradicted": {str(k): int(poisoned[order[:k]].sum()) for k in MOST_CONTRADICTED}}
 
 
 def markdown(results: dict, command: str) -> str:

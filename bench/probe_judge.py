@@ -21,7 +21,7 @@ and among the target label's rows (the pool ``relabel`` draws from). Layers and 
 fixed grid, read side by side; choosing one on this table would use the poison's positions.
 
 Run:  .venv/bin/python bench/probe_judge.py --work bench/work/cpu-seeds --attacks clause ctba
-(the attack folders of bench/defense.py; features are cached in each folder, ~4 min per 1000 rows here)
+(the attack folders of bench/defense.py; features are cached in each folder; 173 s per 1000 rows here)
 Writes bench/results/judge_probe.json and bench/results/judge_probe.md.
 """
 
@@ -44,7 +44,8 @@ from p2p_plugin.judgement import (JudgeSettings, agreement, judge_inputs, label_
                                   label_log_probs, preferred_labels)
 from p2p_plugin.runs import SST2_JUDGE  # noqa: E402
 
-MOST_CONTRADICTED = (20, 50, 100, 200)
+from judge import MOST_CONTRADICTED, contradiction_reading  # noqa: E402
+
 TARGET_MOST_CONTRADICTED = (25, 50, 100)
 
 
@@ -143,13 +144,9 @@ def reading(log_probs: np.ndarray, label_index: np.ndarray, poisoned: np.ndarray
     """How a judge's log-probs read the rows: agreement, contradiction of clean / poisoned rows, and the poisoned
     rows among the most contradicted (all rows; the target label's rows)."""
     agree = agreement(log_probs, label_index)
-    order = np.argsort(agree, kind="stable")
     mine = np.flatnonzero(label_index == target)
     mine = mine[np.argsort(agree[mine], kind="stable")]
-    return {"agreement_with_labels": round(float((agree > 0).mean()), 4),
-            "contradicts_clean": round(float((agree[~poisoned] < 0).mean()), 4),
-            "contradicts_poisoned": round(float((agree[poisoned] < 0).mean()), 4) if poisoned.any() else None,
-            "poisoned_among_most_contradicted": {str(k): int(poisoned[order[:k]].sum()) for k in MOST_CONTRADICTED},
+    return {**contradiction_reading(agree, poisoned),
             "target_label_most_contradicted": {str(k): int(poisoned[mine[:k]].sum()) for k in TARGET_MOST_CONTRADICTED}}
 
 

@@ -42,6 +42,13 @@ def test_probe_scores_each_row_without_it_and_learns_a_separable_label(probe_ben
     log_probs = probe_bench.out_of_fold_log_probs(features, labels, 2, folds=5, l2=1.0)
     assert log_probs.shape == (120, 2) and np.allclose(np.exp(log_probs).sum(1), 1)
     assert (log_probs.argmax(1) == labels).mean() > 0.95
+    # labels that no feature explains, more features than rows: a probe that saw a row fits its label, one that
+    # did not is at chance
+    noise = rng.normal(size=(60, 200))
+    coin = rng.integers(0, 2, size=60)
+    assert (probe_bench.out_of_fold_log_probs(noise, coin, 2, folds=5, l2=1.0).argmax(1) == coin).mean() < 0.75
+    weights, bias, mean, scale = probe_bench.fit_logistic(noise, coin, 2, l2=1.0)
+    assert (((noise - mean) / scale @ weights + bias).argmax(1) == coin).mean() == 1.0  # in sample: memorized
     with pytest.raises(SystemExit, match="at least that many rows"):
         probe_bench.out_of_fold_log_probs(features[:63], labels[:63], 2, folds=5, l2=1.0)  # label 1: 3 rows
 
