@@ -116,6 +116,10 @@ def build_parser():
     p.add_argument("--relabel", nargs="+", type=float, default=None,
                    help="p2p.relabel shares, one P2P arm each (base_model_agreement only; 0 = none, the default); "
                         "arms with it are named p2p-base_model_agreement...-relabel<share>")
+    p.add_argument("--modes", nargs="+", default=None, choices=["replace", "augment"],
+                   help="p2p.mode, one P2P arm each (default: the plugin's, replace: the selected rows are rewritten; "
+                        "augment: rewritten copies are added, the originals kept); arms in augment mode are named "
+                        "p2p-<selection>...-augment")
     p.add_argument("--train-seeds", nargs="+", type=int, default=None,
                    help="repeat every P2P arm with each of these seeds (P2P selection + training: LoRA init, row "
                         "order; the data, attack, no-defense and clean arms keep --seed); arms with a seed other "
@@ -162,11 +166,11 @@ def eval_device(choice: str) -> str:
 
 
 def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, selection: str, ratio=None,
-               placement=None, decoys=None, seed=None, relabel=None) -> dict:
+               placement=None, decoys=None, seed=None, relabel=None, mode=None) -> dict:
     """One arm's Axolotl config from the benchmark's flags (every arm of a --work shares its prepared-data cache)."""
-    return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task, ratio=ratio,
-                           placement=placement, packing=args.sample_packing, bf16=args.bf16, decoys=decoys,
-                           seed=seed, relabel=relabel)
+    return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task,
+                           mode=mode or P2PRecipe.mode, ratio=ratio, placement=placement,
+                           packing=args.sample_packing, bf16=args.bf16, decoys=decoys, seed=seed, relabel=relabel)
 
 
 def train_shared_clean_model(data: Path, model, args, work: Path):
@@ -189,7 +193,7 @@ def locked(path: Path):
 
 def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended, selection="random", target=None,
             ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None,
-            removed_words=(), relabel=None):
+            removed_words=(), relabel=None, mode=None):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
     arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
@@ -205,7 +209,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             return json.loads(arm_json.read_text())
         result = _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection,
                                      target, ratio, placement, shared_clean, poisoned_indices, decoys, seed,
-                                     removed_words, relabel)
+                                     removed_words, relabel, mode)
         tmp = arm_json.with_name(arm_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, arm_json)  # readers outside the lock see the whole file or none
@@ -214,13 +218,13 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
 
 def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection, target,
                         ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None,
-                        removed_words=(), relabel=None) -> dict:
+                        removed_words=(), relabel=None, mode=None) -> dict:
     if shared_clean:
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work)
     else:
         arm_dir = work / name
         cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
-                         decoys=decoys, seed=seed, relabel=relabel)
+                         decoys=decoys, seed=seed, relabel=relabel, mode=mode)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
@@ -247,6 +251,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                   placement=(placement or P2PRecipe.placement) if defended else None,
                   decoys=(decoys or P2PRecipe.decoys) if defended else None,
                   relabel=(relabel or P2PRecipe.relabel) if defended else None,
+                  mode=(mode or P2PRecipe.mode) if defended else None,
                   seed=args.seed if seed is None else seed, eval_split=args.eval_split,
                   trained_in=str(arm_dir.relative_to(work)),
                   rows_selected=sum(d["rows_selected"] for d in manifest.datasets), machine=machine_info())
@@ -415,16 +420,19 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
 
 
 def p2p_arms(args) -> dict[str, dict]:
-    """The P2P arms the flags ask for, by name (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-seed..]``),
+    """The P2P arms the flags ask for, by name
+    (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-augment][-seed..]``),
     each with its ``run_arm`` keywords; an option left at its default adds nothing to the name."""
     arms = {}
     for seed in args.train_seeds or [args.seed]:
-        for decoys, relabel in itertools.product(args.decoys or [None], args.relabel or [None]):
+        for decoys, relabel, mode in itertools.product(args.decoys or [None], args.relabel or [None],
+                                                       args.modes or [None]):
             for placement in args.placements or [None]:
                 for ratio in args.ratios or [args.ratio]:
                     suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
                         f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
                         f"-decoys{decoys:g}" if decoys else "") + (f"-relabel{relabel:g}" if relabel else "") + (
+                        f"-{mode}" if mode not in (None, P2PRecipe.mode) else "") + (
                         "" if seed == args.seed else f"-seed{seed}")
                     for selection in args.selections:
                         if decoys and selection not in AUDITING_SELECTIONS:
@@ -432,7 +440,8 @@ def p2p_arms(args) -> dict[str, dict]:
                         if relabel and selection != "base_model_agreement":
                             continue  # the relabelled rows carry the base model's label
                         arms[f"p2p-{selection}{suffix}"] = dict(selection=selection, ratio=ratio, placement=placement,
-                                                                decoys=decoys, seed=seed, relabel=relabel)
+                                                                decoys=decoys, seed=seed, relabel=relabel,
+                                                                mode=mode)
     return arms
 
 

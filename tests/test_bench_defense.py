@@ -222,6 +222,23 @@ def test_relabel_arms_are_base_model_agreement_arms_named_by_their_share(defense
                                                "base_model_agreement")["p2p"]
 
 
+def test_mode_arms_are_named_by_their_mode_and_reach_the_config(defense, monkeypatch, tmp_path):
+    """--modes replace augment: one P2P arm per mode; replace (the plugin's default) adds nothing to the name."""
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw["mode"])))
+    args = defense.parse_args(["--modes", "replace", "augment", "--selections", "avoid_shortcuts", "--arms", "p2p",
+                               "--train-seeds", "0", "1"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/p2p-avoid_shortcuts", "replace"), ("t/p2p-avoid_shortcuts-augment", "augment"),
+                     ("t/p2p-avoid_shortcuts-seed1", "replace"), ("t/p2p-avoid_shortcuts-augment-seed1", "augment")]
+    assert defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "avoid_shortcuts",
+                              mode="augment")["p2p"]["mode"] == "augment"
+    assert defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True,
+                              "avoid_shortcuts")["p2p"]["mode"] == "replace"
+    with pytest.raises(SystemExit):
+        defense.parse_args(["--modes", "append"])
+
+
 def test_train_seeds_repeat_only_the_p2p_arms(defense, monkeypatch, tmp_path):
     """--train-seeds repeats each P2P arm; data, attack, no-defense and clean keep --seed; the seed
     reaches both the P2P selection and Axolotl's training seed."""
