@@ -57,7 +57,8 @@ from p2p_plugin.evaluate import bar_chart, evaluate_classification, evaluate_gen
 from p2p_plugin.inference import P2PModel  # noqa: E402
 from p2p_plugin.manifest import read_manifest  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table, require_rouge  # noqa: E402
-from p2p_plugin.runs import OFFLINE_ENV, resolve_model, train_arm, training_config  # noqa: E402
+from p2p_plugin.runs import (DEFAULT_LORA_TARGETS, LORA_TARGETS, OFFLINE_ENV, resolve_model, train_arm,  # noqa: E402
+                             training_config)
 from defense_summary import (REMOVAL_COLUMNS, SEED_COLUMNS, SUMMARY_COLUMNS, removal_rows, seed_rows,  # noqa: E402
                              summary_chart, summary_rows)
 
@@ -120,6 +121,10 @@ def build_parser():
                    help="p2p.mode, one P2P arm each (default: the plugin's, replace: the selected rows are rewritten; "
                         "augment: rewritten copies are added, the originals kept); arms in augment mode are named "
                         "p2p-<selection>...-augment")
+    p.add_argument("--lora-targets", nargs="+", default=None, choices=sorted(LORA_TARGETS),
+                   help="LoRA target sets, one P2P arm each (default qv: q_proj, v_proj, as every other arm; qkvo; "
+                        "all-linear: attention and MLP); arms with another set are named p2p-<selection>...-lora-<set>. "
+                        "The clean and no-defense arms keep qv")
     p.add_argument("--train-seeds", nargs="+", type=int, default=None,
                    help="repeat every P2P arm with each of these seeds (P2P selection + training: LoRA init, row "
                         "order; the data, attack, no-defense and clean arms keep --seed); arms with a seed other "
@@ -166,11 +171,12 @@ def eval_device(choice: str) -> str:
 
 
 def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, selection: str, ratio=None,
-               placement=None, decoys=None, seed=None, relabel=None, mode=None) -> dict:
+               placement=None, decoys=None, seed=None, relabel=None, mode=None, lora_targets=None) -> dict:
     """One arm's Axolotl config from the benchmark's flags (every arm of a --work shares its prepared-data cache)."""
     return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task,
                            mode=mode or P2PRecipe.mode, ratio=ratio, placement=placement,
-                           packing=args.sample_packing, bf16=args.bf16, decoys=decoys, seed=seed, relabel=relabel)
+                           packing=args.sample_packing, bf16=args.bf16, decoys=decoys, seed=seed, relabel=relabel,
+                           lora_targets=lora_targets or DEFAULT_LORA_TARGETS)
 
 
 def train_shared_clean_model(data: Path, model, args, work: Path):
@@ -193,7 +199,7 @@ def locked(path: Path):
 
 def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended, selection="random", target=None,
             ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None,
-            removed_words=(), relabel=None, mode=None):
+            removed_words=(), relabel=None, mode=None, lora_targets=None):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
     arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
@@ -209,7 +215,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             return json.loads(arm_json.read_text())
         result = _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection,
                                      target, ratio, placement, shared_clean, poisoned_indices, decoys, seed,
-                                     removed_words, relabel, mode)
+                                     removed_words, relabel, mode, lora_targets)
         tmp = arm_json.with_name(arm_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, arm_json)  # readers outside the lock see the whole file or none
@@ -218,13 +224,13 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
 
 def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection, target,
                         ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None,
-                        removed_words=(), relabel=None, mode=None) -> dict:
+                        removed_words=(), relabel=None, mode=None, lora_targets=None) -> dict:
     if shared_clean:
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work)
     else:
         arm_dir = work / name
         cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
-                         decoys=decoys, seed=seed, relabel=relabel, mode=mode)
+                         decoys=decoys, seed=seed, relabel=relabel, mode=mode, lora_targets=lora_targets)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
@@ -252,6 +258,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                   decoys=(decoys or P2PRecipe.decoys) if defended else None,
                   relabel=(relabel or P2PRecipe.relabel) if defended else None,
                   mode=(mode or P2PRecipe.mode) if defended else None,
+                  lora_targets=lora_targets or DEFAULT_LORA_TARGETS,
                   seed=args.seed if seed is None else seed, eval_split=args.eval_split,
                   trained_in=str(arm_dir.relative_to(work)),
                   rows_selected=sum(d["rows_selected"] for d in manifest.datasets), machine=machine_info())
@@ -421,18 +428,19 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
 
 def p2p_arms(args) -> dict[str, dict]:
     """The P2P arms the flags ask for, by name
-    (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-augment][-seed..]``),
+    (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-augment][-lora-<set>][-seed..]``),
     each with its ``run_arm`` keywords; an option left at its default adds nothing to the name."""
     arms = {}
     for seed in args.train_seeds or [args.seed]:
-        for decoys, relabel, mode in itertools.product(args.decoys or [None], args.relabel or [None],
-                                                       args.modes or [None]):
+        for decoys, relabel, mode, targets in itertools.product(args.decoys or [None], args.relabel or [None],
+                                                                args.modes or [None], args.lora_targets or [None]):
             for placement in args.placements or [None]:
                 for ratio in args.ratios or [args.ratio]:
                     suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
                         f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
                         f"-decoys{decoys:g}" if decoys else "") + (f"-relabel{relabel:g}" if relabel else "") + (
                         f"-{mode}" if mode not in (None, P2PRecipe.mode) else "") + (
+                        f"-lora-{targets}" if targets not in (None, DEFAULT_LORA_TARGETS) else "") + (
                         "" if seed == args.seed else f"-seed{seed}")
                     for selection in args.selections:
                         if decoys and selection not in AUDITING_SELECTIONS:
@@ -441,7 +449,7 @@ def p2p_arms(args) -> dict[str, dict]:
                             continue  # the relabelled rows carry the base model's label
                         arms[f"p2p-{selection}{suffix}"] = dict(selection=selection, ratio=ratio, placement=placement,
                                                                 decoys=decoys, seed=seed, relabel=relabel,
-                                                                mode=mode)
+                                                                mode=mode, lora_targets=targets)
     return arms
 
 

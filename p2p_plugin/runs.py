@@ -35,18 +35,28 @@ SST2_JUDGE = {"label_names": {"0": "negative", "1": "positive"},
               "prompt": "Review: {text}\nQuestion: Is this review {choices}?"}
 
 
+LORA_TARGETS = {
+    "qv": {"lora_target_modules": ["q_proj", "v_proj"]},  # the authors' recipe
+    "qkvo": {"lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+    "all-linear": {"lora_target_linear": True},  # every linear layer of the blocks (attention and MLP)
+}
+"""LoRA target sets by name: Axolotl config keys for each."""
+DEFAULT_LORA_TARGETS = "qv"
+
+
 def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args, defended: bool,
                     selection: str | None = None, task: str = "classification", mode: str = "replace",
                     ratio: float | None = None, placement: str | None = None, packing: bool = True,
                     bf16: bool = False, decoys: float | None = None, seed: int | None = None,
-                    relabel: float | None = None) -> dict:
+                    relabel: float | None = None, lora_targets: str = DEFAULT_LORA_TARGETS) -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
     leaves the plugin's default (what a user who does not set it gets), as does ``placement=None``;
     ``ratio=None``: ``args.ratio``; ``decoys`` / ``relabel`` set ``p2p.decoys`` / ``p2p.relabel`` (None / 0: the
     plugin's default, off).
     ``packing=False`` pads each row instead of sample packing (the authors' loop shape); ``bf16=True``
-    trains in bfloat16 (a GPU with bf16; the default float32 is what the CPU runs). ``seed`` (default
+    trains in bfloat16 (a GPU with bf16; the default float32 is what the CPU runs). ``lora_targets``: a name of
+    :data:`LORA_TARGETS` (default ``qv``, the authors' q,v). ``seed`` (default
     ``args.seed``) seeds both the P2P selection and Axolotl's training (LoRA init, row order)."""
     seed = args.seed if seed is None else seed
     p2p = {"enabled": defended, "task": task, "ratio": args.ratio if ratio is None else ratio, "seed": seed,
@@ -69,7 +79,7 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         "p2p": p2p,
         "datasets": [{"path": str(data), "type": "plain" if task == "classification" else "alpaca", "ds_type": "json"}],
         "adapter": "lora", "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.0,
-        "lora_target_modules": ["q_proj", "v_proj"],
+        **LORA_TARGETS[lora_targets],
         "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
         "sequence_len": args.sequence_len, "sample_packing": packing, "pad_to_sequence_len": packing,
         "micro_batch_size": args.micro_batch_size, "gradient_accumulation_steps": 1,

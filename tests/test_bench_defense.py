@@ -239,6 +239,24 @@ def test_mode_arms_are_named_by_their_mode_and_reach_the_config(defense, monkeyp
         defense.parse_args(["--modes", "append"])
 
 
+def test_lora_target_arms_are_p2p_arms_named_by_their_set(defense, monkeypatch, tmp_path):
+    """--lora-targets qv all-linear: one P2P arm per set; qv (the default, every other arm's) adds nothing."""
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw.get("lora_targets"))))
+    args = defense.parse_args(["--lora-targets", "qv", "all-linear", "--modes", "augment", "--selections",
+                               "base_model_agreement", "--arms", "p2p", "no-defense"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/no-defense", None), ("t/p2p-base_model_agreement-augment", "qv"),
+                     ("t/p2p-base_model_agreement-augment-lora-all-linear", "all-linear")]
+    wide = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "base_model_agreement",
+                              lora_targets="all-linear")
+    assert wide["lora_target_linear"] is True and "lora_target_modules" not in wide
+    assert defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, False,
+                              "random")["lora_target_modules"] == ["q_proj", "v_proj"]
+    with pytest.raises(SystemExit):
+        defense.parse_args(["--lora-targets", "q,v"])
+
+
 def test_train_seeds_repeat_only_the_p2p_arms(defense, monkeypatch, tmp_path):
     """--train-seeds repeats each P2P arm; data, attack, no-defense and clean keep --seed; the seed
     reaches both the P2P selection and Axolotl's training seed."""

@@ -71,3 +71,18 @@ def test_a_done_marker_without_weights_is_not_a_finished_arm(tmp_path, capsys):
     (tmp_path / "adapter_model.safetensors").write_bytes(b"x")
     assert finished_run(tmp_path) == {"seconds": 1.0}
     assert finished_run(tmp_path / "missing") is None
+
+
+def test_all_linear_lora_targets_reach_the_trained_adapter(tiny_model, shared_data, tmp_path):
+    """``all-linear`` is Axolotl's ``lora_target_linear``: the adapter covers the attention and the MLP."""
+    rows = [json.loads(line) for line in (shared_data / "sst2" / "train.jsonl").open()][:20]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"sentence": r["sentence"], "label": r["label"]}) + "\n" for r in rows))
+    out = tmp_path / "arm"
+    cfg = training_config(tiny_model, data, out, tmp_path / "prepared", arm_args(max_steps=1, save_steps=0),
+                          defended=True, lora_targets="all-linear")
+    train_arm(cfg, tmp_path, "arm")
+    assert set(json.loads((out / "adapter_config.json").read_text())["target_modules"]) == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    qkvo = training_config(tiny_model, data, out, tmp_path / "prepared", arm_args(), True, lora_targets="qkvo")
+    assert qkvo["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"] and "lora_target_linear" not in qkvo
