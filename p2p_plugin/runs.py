@@ -49,7 +49,7 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
                     ratio: float | None = None, placement: str | None = None, packing: bool = True,
                     bf16: bool = False, decoys: float | None = None, seed: int | None = None,
                     relabel: float | None = None, lora_targets: str = DEFAULT_LORA_TARGETS) -> dict:
-    """One arm's Axolotl config: LoRA r16/alpha16 on q,v (the authors' recipe), packing, CPU.
+    """One arm's Axolotl config: LoRA r16/alpha16 (on q,v by default, the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
     leaves the plugin's default (what a user who does not set it gets), as does ``placement=None``;
     ``ratio=None``: ``args.ratio``; ``decoys`` / ``relabel`` set ``p2p.decoys`` / ``p2p.relabel`` (None / 0: the
