@@ -71,6 +71,22 @@ def summary_rows(results: dict, task: str) -> list[dict]:
     return rows
 
 
+_ARM_ABBREVIATIONS = {"avoid_shortcuts": "avoid_sc", "base_model_agreement": "judge"}
+
+
+def _wrapped_arm(arm: str, width: int = 16) -> str:
+    """A P2P arm's name for a chart tick: without ``p2p-``, selections abbreviated, broken at ``-`` into lines of
+    about ``width`` characters, so neighbouring clusters' labels do not overlap."""
+    lines: list[str] = []
+    for part in arm.removeprefix("p2p-").split("-"):
+        part = _ARM_ABBREVIATIONS.get(part, part)
+        if lines and len(lines[-1]) + 1 + len(part) <= width:
+            lines[-1] += "-" + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def summary_chart(rows: list[dict], path: Path, task: str) -> Path:
     """The summary as a PNG: per P2P arm, the ASR of the clean model (floor), of no-defense and of P2P,
     and P2P's CA (or ROUGE-L) as a marker; one cluster per row of the summary table."""
@@ -93,13 +109,13 @@ def summary_chart(rows: list[dict], path: Path, task: str) -> Path:
     quality = [row["CA P2P"] for row in rows]
     ax.plot(range(len(rows)), [q if q is not None else float("nan") for q in quality], "D", color="#4C72B0",
             label="P2P " + ("ROUGE-L" if task == "generation" else "CA"))
-    names = [f"{row['attack']}\n{row['P2P arm'].removeprefix('p2p-').replace('avoid_shortcuts', 'avoid_sc')}\n"
-             f"{row['poison in subset']} in subset" for row in rows]
+    names = [f"{row['attack']}\n{_wrapped_arm(row['P2P arm'])}\n{row['poison in subset']} in subset" for row in rows]
     ax.set_xticks(range(len(rows)), names, fontsize=7)
     ax.set_ylim(0, 112)
     ax.set_ylabel("%")
     ax.set_title("Attack success rate: floor, no defense, P2P (with its benign trigger)")
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    tick_lines = max(name.count("\n") + 1 for name in names)  # the legend goes below the longest tick label
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.04 - 0.045 * tick_lines))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -293,6 +293,17 @@ def test_seed_rows_group_p2p_arms_over_their_seeds(defense):
     assert group["CA P2P min-max"] == "86.0-87.0"
 
 
+def test_chart_ticks_wrap_long_arm_names_at_their_dashes(defense):
+    from defense_summary import _wrapped_arm
+
+    assert _wrapped_arm("p2p-base_model_agreement-relabel0.25-seed2") == "judge\nrelabel0.25\nseed2"
+    assert _wrapped_arm("p2p-avoid_shortcuts-decoys0.5-seed1") == "avoid_sc\ndecoys0.5-seed1"
+    assert _wrapped_arm("p2p-random") == "random"
+    lines = _wrapped_arm("p2p-base_model_agreement-relabel0.25-lora-all-linear").split("\n")
+    assert "-".join(lines) == "judge-relabel0.25-lora-all-linear"  # nothing dropped, only broken into lines
+    assert max(map(len, lines)) <= 16
+
+
 def test_heldout_split_is_disjoint_from_training_rows_and_named_apart(defense, tmp_path, capsys):
     rows = [{"sentence": f"s{i % 9}", "label": i % 2} for i in range(20)]
     args = defense.parse_args(["--eval-split", "heldout", "--heldout-rows", "5", "--train-rows", "10"])
