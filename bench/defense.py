@@ -59,8 +59,8 @@ from p2p_plugin.manifest import read_manifest  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table, require_rouge  # noqa: E402
 from p2p_plugin.runs import (DEFAULT_LORA_TARGETS, LORA_TARGETS, OFFLINE_ENV, resolve_model, train_arm,  # noqa: E402
                              training_config)
-from defense_summary import (REMOVAL_COLUMNS, SEED_COLUMNS, SUMMARY_COLUMNS, removal_rows, seed_rows,  # noqa: E402
-                             summary_chart, summary_rows)
+from defense_summary import (REMOVAL_COLUMNS, SEED_COLUMNS, SUMMARY_COLUMNS, baseline_arm, removal_rows,  # noqa: E402
+                             seed_rows, summary_chart, summary_rows)
 
 
 PRESETS = {
@@ -124,7 +124,11 @@ def build_parser():
     p.add_argument("--lora-targets", nargs="+", default=None, choices=sorted(LORA_TARGETS),
                    help="LoRA target sets, one P2P arm each (default qv: q_proj, v_proj, as every other arm; qkvo; "
                         "all-linear: attention and MLP); arms with another set are named p2p-<selection>...-lora-<set>. "
-                        "The clean and no-defense arms keep qv")
+                        "The clean and no-defense arms keep qv (see --baseline-lora-targets)")
+    p.add_argument("--baseline-lora-targets", nargs="+", default=None, choices=sorted(LORA_TARGETS),
+                   help="LoRA target sets of the clean and no-defense arms, one pair each (default qv); arms with "
+                        "another set are named clean-lora-<set> / no-defense-lora-<set>, and a P2P arm on that set "
+                        "is read against them (floor, CA, the targets) instead of the qv pair")
     p.add_argument("--train-seeds", nargs="+", type=int, default=None,
                    help="repeat every P2P arm with each of these seeds (P2P selection + training: LoRA init, row "
                         "order; the data, attack, no-defense and clean arms keep --seed); arms with a seed other "
@@ -179,12 +183,18 @@ def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, sel
                            lora_targets=lora_targets or DEFAULT_LORA_TARGETS)
 
 
-def train_shared_clean_model(data: Path, model, args, work: Path):
-    """The clean arm's model depends only on the clean training file and the settings of --work, not
-    on the attack: train it once per work folder and evaluate it on every attack's test rows. A file
-    lock lets several benchmark processes share one --work (the second waits, then reuses it)."""
-    name = f"clean-model-{data.stem}"
-    cfg = arm_config(model, data, work / name, work, args, False, "random")
+def lora_suffix(targets: str | None) -> str:
+    """What an arm's name gets for its LoRA target set: nothing for the default (qv)."""
+    return "" if targets in (None, DEFAULT_LORA_TARGETS) else f"-lora-{targets}"
+
+
+def train_shared_clean_model(data: Path, model, args, work: Path, lora_targets: str | None = None):
+    """The clean arm's model depends only on the clean training file, its LoRA target set and the
+    settings of --work, not on the attack: train it once per work folder and set, and evaluate it on
+    every attack's test rows. A file lock lets several benchmark processes share one --work (the
+    second waits, then reuses it)."""
+    name = f"clean-model-{data.stem}{lora_suffix(lora_targets)}"
+    cfg = arm_config(model, data, work / name, work, args, False, "random", lora_targets=lora_targets)
     with locked(work / f".{name}.lock"):
         return work / name, train_arm(cfg, work, name)
 
@@ -226,7 +236,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                         ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None,
                         removed_words=(), relabel=None, mode=None, lora_targets=None) -> dict:
     if shared_clean:
-        arm_dir, trained = train_shared_clean_model(Path(data), model, args, work)
+        arm_dir, trained = train_shared_clean_model(Path(data), model, args, work, lora_targets)
     else:
         arm_dir = work / name
         cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
@@ -408,10 +418,12 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
     """no-defense first (if the attack does not take, the rest says little), then P2P with each
     selection strategy, then the clean model (the ASR floor). ``removed_words``: each arm is also
     evaluated without them (classification)."""
-    arms = {f"{tag}/no-defense": dict(data=poisoned, defended=False)}
+    baselines = args.baseline_lora_targets or [DEFAULT_LORA_TARGETS]
+    arms = {f"{tag}/no-defense{lora_suffix(t)}": dict(data=poisoned, defended=False, lora_targets=t) for t in baselines}
     for name, p2p_arm in p2p_arms(args).items():
         arms[f"{tag}/{name}"] = dict(data=poisoned, defended=True, **p2p_arm)
-    arms[f"{tag}/clean"] = dict(data=clean_train, defended=False)
+    arms.update({f"{tag}/clean{lora_suffix(t)}": dict(data=clean_train, defended=False, lora_targets=t)
+                 for t in baselines})
     arms = {name: arm for name, arm in arms.items() if arm_kind(name) in args.arms}
     for name, arm in arms.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
@@ -439,8 +451,7 @@ def p2p_arms(args) -> dict[str, dict]:
                     suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
                         f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
                         f"-decoys{decoys:g}" if decoys else "") + (f"-relabel{relabel:g}" if relabel else "") + (
-                        f"-{mode}" if mode not in (None, P2PRecipe.mode) else "") + (
-                        f"-lora-{targets}" if targets not in (None, DEFAULT_LORA_TARGETS) else "") + (
+                        f"-{mode}" if mode not in (None, P2PRecipe.mode) else "") + lora_suffix(targets) + (
                         "" if seed == args.seed else f"-seed{seed}")
                     for selection in args.selections:
                         if decoys and selection not in AUDITING_SELECTIONS:
@@ -454,9 +465,9 @@ def p2p_arms(args) -> dict[str, dict]:
 
 
 def arm_kind(name: str) -> str:
-    """``no-defense``, ``p2p`` or ``clean``, from an arm's name (``<attack tag>/<arm>``)."""
+    """``no-defense``, ``p2p`` or ``clean``, from an arm's name (``<attack tag>/<arm>[-lora-<set>]``)."""
     arm = name.rsplit("/", 1)[1]
-    return "p2p" if arm.startswith("p2p-") else arm
+    return "p2p" if arm.startswith("p2p-") else arm.split("-lora-")[0]
 
 
 def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
@@ -525,7 +536,7 @@ def write_results(args, model, data_name, results, started):
     (res_dir / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
     rows_md = []
     for name, res in results.items():
-        floor_name = name.rsplit("/", 1)[0] + "/clean"
+        floor_name = baseline_arm(results, name, "clean")
         floor_asr = results.get(floor_name, {}).get("readings", {}).get("no benign trigger", {}).get("asr", {})
         floor = floor_asr.get("projected", floor_asr).get("value")  # classification: projected; generation: the rate
         for row in table_rows(name, res):

@@ -246,7 +246,7 @@ def test_lora_target_arms_are_p2p_arms_named_by_their_set(defense, monkeypatch, 
     args = defense.parse_args(["--lora-targets", "qv", "all-linear", "--modes", "augment", "--selections",
                                "base_model_agreement", "--arms", "p2p", "no-defense"])
     defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
-    assert calls == [("t/no-defense", None), ("t/p2p-base_model_agreement-augment", "qv"),
+    assert calls == [("t/no-defense", "qv"), ("t/p2p-base_model_agreement-augment", "qv"),
                      ("t/p2p-base_model_agreement-augment-lora-all-linear", "all-linear")]
     wide = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "base_model_agreement",
                               lora_targets="all-linear")
@@ -255,6 +255,66 @@ def test_lora_target_arms_are_p2p_arms_named_by_their_set(defense, monkeypatch, 
                               "random")["lora_target_modules"] == ["q_proj", "v_proj"]
     with pytest.raises(SystemExit):
         defense.parse_args(["--lora-targets", "q,v"])
+
+
+def test_baseline_lora_targets_add_clean_and_no_defense_arms_on_that_set(defense, monkeypatch, tmp_path):
+    """--baseline-lora-targets qv all-linear: a clean and a no-defense arm per set, named by a non-default
+    set; --arms still splits them by kind; the shared clean model of each set is its own."""
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw.get("lora_targets"))))
+    args = defense.parse_args(["--baseline-lora-targets", "qv", "all-linear", "--lora-targets", "all-linear",
+                               "--selections", "random"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/no-defense", "qv"), ("t/no-defense-lora-all-linear", "all-linear"),
+                     ("t/p2p-random-lora-all-linear", "all-linear"),
+                     ("t/clean", "qv"), ("t/clean-lora-all-linear", "all-linear")]
+    assert [defense.arm_kind(name) for name, _ in calls] == ["no-defense", "no-defense", "p2p", "clean", "clean"]
+    calls.clear()
+    only = defense.parse_args(["--baseline-lora-targets", "all-linear", "--arms", "clean", "--selections", "random"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, only, tmp_path, [], [], "1", {})
+    assert calls == [("t/clean-lora-all-linear", "all-linear")]
+    trained = []
+    monkeypatch.setattr(defense, "train_arm", lambda cfg, work, name: trained.append((name, cfg)) or {})
+    defense.train_shared_clean_model(tmp_path / "train_subset.jsonl", tmp_path, args, tmp_path, "all-linear")
+    defense.train_shared_clean_model(tmp_path / "train_subset.jsonl", tmp_path, args, tmp_path)
+    assert [name for name, _ in trained] == ["clean-model-train_subset-lora-all-linear", "clean-model-train_subset"]
+    assert trained[0][1]["lora_target_linear"] is True and trained[1][1]["lora_target_modules"] == ["q_proj", "v_proj"]
+    with pytest.raises(SystemExit):
+        defense.parse_args(["--baseline-lora-targets", "mlp"])
+
+
+def test_p2p_arms_on_another_lora_set_are_read_against_that_sets_baselines(defense):
+    """The floor, no-defense and CA of a P2P arm on all-linear come from clean-lora-all-linear and
+    no-defense-lora-all-linear where they ran; a q,v P2P arm (or one whose set has no baselines) keeps the q,v pair."""
+    from defense_summary import removal_rows
+
+    results = {
+        "t/no-defense": {"readings": {"no benign trigger": _reading(860, 990)}},
+        "t/no-defense-lora-all-linear": {"readings": {"no benign trigger": _reading(870, 995)}},
+        "t/p2p-judge-lora-all-linear-seed1": {"readings": {"p2p": _reading(850, 140)}},
+        "t/p2p-judge": {"readings": {"p2p": _reading(830, 100)}},
+        "t/p2p-judge-lora-qkvo": {"readings": {"p2p": _reading(840, 100)}},
+        "t/clean": {"readings": {"no benign trigger": _reading(865, 145)}},
+        "t/clean-lora-all-linear": {"readings": {"no benign trigger": _reading(880, 130)}},
+    }
+    rows = {r["P2P arm"]: r for r in defense.summary_rows(results, "classification")}
+    wide = rows["p2p-judge-lora-all-linear-seed1"]
+    assert (wide["CA clean"], wide["ASR floor"], wide["ASR no-defense"]) == pytest.approx((88.0, 13.0, 99.5))
+    assert wide["targets"] == ("vs clean-lora-all-linear and no-defense-lora-all-linear; attack takes; "
+                               "ASR-floor +1.0 (met); CA -3.0 (missed)")
+    for arm in ("p2p-judge", "p2p-judge-lora-qkvo"):
+        assert (rows[arm]["CA clean"], rows[arm]["ASR floor"]) == pytest.approx((86.5, 14.5))
+        assert rows[arm]["targets"].startswith("attack takes;")
+    assert defense.baseline_arm(results, "t/clean-lora-all-linear", "clean") == "t/clean-lora-all-linear"
+    assert defense.baseline_arm(results, "t/no-defense-lora-all-linear", "clean") == "t/clean-lora-all-linear"
+    # read without the suspected words too: against the same set's clean model
+    removed = "no benign trigger, suspected words removed"
+    results["t/p2p-judge-lora-all-linear-seed1"]["readings"]["p2p, suspected words removed"] = _reading(850, 120)
+    results["t/clean"]["readings"][removed] = _reading(865, 50)
+    results["t/clean-lora-all-linear"]["readings"][removed] = _reading(880, 110)
+    [row] = removal_rows(results)
+    assert (row["ASR floor"], row["ASR floor, removed"]) == pytest.approx((13.0, 11.0))
+    assert row["targets, removed"] == "ASR-floor +1.0 (met); CA -3.0 (missed)"
 
 
 def test_train_seeds_repeat_only_the_p2p_arms(defense, monkeypatch, tmp_path):
