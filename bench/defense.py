@@ -11,7 +11,9 @@ reused (their per-arm JSON lives under --work). Example (the committed run):
 
   .venv/bin/python bench/defense.py --attacks badnets --rates 0.1 --train-rows 2000 --eval-rows 300
 
-Add --report-only (same other flags) to write the tables from the arms finished so far.
+Add --report-only (same other flags) to write the tables from the arms finished so far. On a
+fresh checkout (no --work), --reuse-report takes the arms of the committed report under --results
+as finished, so the same command with more --attacks trains only the new attacks' arms.
 
 Presets (explicit flags still win):
   --preset authors     the P2P authors' protocol: BadNets `mn`, 2% dirty label, rho 0.2, prefix
@@ -163,7 +165,40 @@ def build_parser():
     p.add_argument("--note", default=None, help="a sentence for the top of the Markdown report (where the arms ran)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the tables from the arms finished so far (same flags as the run)")
+    p.add_argument("--reuse-report", action="store_true",
+                   help="take the arms already in this run's report (--results, the same settings apart from "
+                        "--attacks) as finished: a fresh checkout extends a committed report with more attacks "
+                        "without training its arms again (their models are not needed)")
     return p
+
+
+REUSE_FREE_SETTINGS = ("attacks",)  # the one setting a reused report may differ in: the list it is extended by
+
+
+def reuse_report_arms(args, report: Path, work: Path) -> int:
+    """Write each arm of ``report`` (a defense.py JSON) that ``work`` has no result for as the per-arm
+    result file :func:`run_arm` reuses; the report's settings must match this run's apart from
+    ``--attacks`` (a mismatch names the setting). Returns the number of arms written."""
+    if not report.is_file():
+        raise SystemExit(f"--reuse-report: no report at {report} (the same --results and --eval-split as the run "
+                         "that wrote it)")
+    out = json.loads(report.read_text())
+    ours = {k: v for k, v in vars(args).items() if k not in ("work", "results", "report_only", "note", "reuse_report")}
+    theirs = out.get("settings", {})
+    for key in sorted(set(ours) | set(theirs)):
+        if key not in REUSE_FREE_SETTINGS and theirs.get(key) != ours.get(key):
+            raise SystemExit(f"--reuse-report: {report} was run with {key}={theirs.get(key)!r}, this run has "
+                             f"{ours.get(key)!r}; its arms would not be this run's")
+    written = 0
+    for name, result in out["arms"].items():
+        arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
+        if arm_json.is_file():
+            continue
+        arm_json.parent.mkdir(parents=True, exist_ok=True)
+        arm_json.write_text(json.dumps(result, indent=2))
+        written += 1
+    print(f"[bench] --reuse-report: {written} of {len(out['arms'])} arms taken from {report}", flush=True)
+    return written
 
 
 def eval_device(choice: str) -> str:
@@ -287,12 +322,16 @@ def main(argv=None):
     data_dir = Path(args.data_dir)
     results, started = {}, time.time()
     if args.task == "generation":
-        if not args.report_only:
-            require_rouge()  # fail now, not after the first arm's training
         data_name = f"backdoorllm-{args.gen_task}"
-        run_generation_matrix(args, model, work, data_dir, results)
     else:
         data_name = "sst2" if args.eval_split == "dev" else f"sst2-{args.eval_split}"
+    if args.reuse_report:
+        reuse_report_arms(args, report_path(args, model, data_name), work)
+    if args.task == "generation":
+        if not args.report_only:
+            require_rouge()  # fail now, not after the first arm's training
+        run_generation_matrix(args, model, work, data_dir, results)
+    else:
         run_classification_matrix(args, model, work, data_dir, results)
     write_results(args, model, data_name, results, started)
 
@@ -517,14 +556,20 @@ def poison_in_subset_cell(result: dict):
     return count if relabeled is None else f"{count} ({relabeled} relabelled)"
 
 
+def report_path(args, model, data_name) -> Path:
+    """The run's JSON report: ``<--results>/defense_<model>_<data>.json``."""
+    return Path(args.results) / f"defense_{model.name}_{data_name}.json"
+
+
 def write_results(args, model, data_name, results, started):
-    settings = {k: v for k, v in vars(args).items() if k not in ("work", "results", "report_only", "note")}
+    settings = {k: v for k, v in vars(args).items()
+                if k not in ("work", "results", "report_only", "note", "reuse_report")}
     command = "python bench/defense.py " + " ".join(a for a in _argv_without_note(sys.argv[1:]) if a != "--report-only")
     out = {"command": command, "settings": settings,
            "model": str(model), "machine": machine_info(),
            "date": time.strftime("%Y-%m-%d"), "elapsed_s": time.time() - started, "arms": results}
-    stem = f"defense_{model.name}_{data_name}"
-    res_dir = Path(args.results)
+    report = report_path(args, model, data_name)
+    res_dir, stem = report.parent, report.stem
     res_dir.mkdir(parents=True, exist_ok=True)
     summary_table = summary_rows(results, args.task)
     over_seeds = seed_rows(summary_table, args.seed)

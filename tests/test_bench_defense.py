@@ -419,3 +419,33 @@ def test_suspected_words_of_an_attack_file_in_either_format(defense, tmp_path):
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         # the audit's words and the phrases they grow into (these triggers always precede the same words)
         assert defense.suspected_words(path) in ({"mn", "mn film"}, {"badmagic", "badmagic tell me about topic"})
+
+
+def test_reuse_report_takes_a_committed_reports_arms(defense, tmp_path):
+    """--reuse-report: a fresh checkout extends a committed report with more attacks; the arms in it are
+    written as finished results (never over an existing one), and a report run with other settings is refused."""
+    args = defense.parse_args(["--attacks", "addsent", "ctba", "--rates", "0.02", "--results", str(tmp_path / "res"),
+                               "--reuse-report"])
+    committed = defense.parse_args(["--attacks", "addsent", "--rates", "0.02"])
+    settings = {k: v for k, v in vars(committed).items()
+                if k not in ("work", "results", "report_only", "note", "reuse_report")}
+    arms = {"addsent-2pct-dirty/no-defense": {"readings": {"x": 1}, "poisoned_rows": 80},
+            "addsent-2pct-dirty/clean": {"readings": {"x": 2}, "poisoned_rows": 0}}
+    report = tmp_path / "res" / "defense_m_sst2.json"
+    report.parent.mkdir()
+    report.write_text(json.dumps({"settings": settings, "arms": arms}))
+    work = tmp_path / "work"
+    (work / "addsent-2pct-dirty").mkdir(parents=True)
+    existing = work / "addsent-2pct-dirty" / "clean.result.json"
+    existing.write_text('{"readings": "newer"}')
+    assert defense.reuse_report_arms(args, report, work) == 1
+    assert json.loads((work / "addsent-2pct-dirty" / "no-defense.result.json").read_text()) == arms[
+        "addsent-2pct-dirty/no-defense"]
+    assert json.loads(existing.read_text()) == {"readings": "newer"}
+    held = defense.parse_args(["--attacks", "ctba", "--rates", "0.02", "--eval-split", "heldout"])
+    with pytest.raises(SystemExit, match="eval_split='dev'"):
+        defense.reuse_report_arms(held, report, work)
+    with pytest.raises(SystemExit, match="lr=0.001, this run has 0.0002"):
+        defense.reuse_report_arms(defense.parse_args(["--rates", "0.02", "--lr", "2e-4"]), report, work)
+    with pytest.raises(SystemExit, match="no report at"):
+        defense.reuse_report_arms(args, tmp_path / "missing.json", work)
