@@ -54,6 +54,7 @@ from p2p_plugin.config_checks import judgement_cache_dir  # noqa: E402
 from p2p_plugin.judgement import judge_from_recipe  # noqa: E402
 from p2p_plugin.selection import AUDITING_SELECTIONS, RowView  # noqa: E402
 from p2p_plugin.transform import benign_rows  # noqa: E402
+from p2p_plugin.triggers import SPARE_TRIGGERS  # noqa: E402
 from p2p_plugin.shortcuts import audit_rows, removal_terms  # noqa: E402
 from p2p_plugin.evaluate import bar_chart, evaluate_classification, evaluate_generation, table_rows  # noqa: E402
 from p2p_plugin.inference import P2PModel  # noqa: E402
@@ -123,6 +124,9 @@ def build_parser():
                    help="p2p.mode, one P2P arm each (default: the plugin's, replace: the selected rows are rewritten; "
                         "augment: rewritten copies are added, the originals kept); arms in augment mode are named "
                         "p2p-<selection>...-augment")
+    p.add_argument("--benign-triggers", nargs="+", type=int, default=None,
+                   help="P2P arms with this many benign triggers each (p2p.extra_triggers: the default trigger, then "
+                        f"the first N-1 of {list(SPARE_TRIGGERS)}), read as a vote over them; 1 = the default")
     p.add_argument("--lora-targets", nargs="+", default=None, choices=sorted(LORA_TARGETS),
                    help="LoRA target sets, one P2P arm each (default qv: q_proj, v_proj, as every other arm; qkvo; "
                         "all-linear: attention and MLP); arms with another set are named p2p-<selection>...-lora-<set>. "
@@ -210,12 +214,20 @@ def eval_device(choice: str) -> str:
 
 
 def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, selection: str, ratio=None,
-               placement=None, decoys=None, seed=None, relabel=None, mode=None, lora_targets=None) -> dict:
+               placement=None, decoys=None, seed=None, relabel=None, mode=None, lora_targets=None,
+               triggers=None) -> dict:
     """One arm's Axolotl config from the benchmark's flags (every arm of a --work shares its prepared-data cache)."""
     return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task,
                            mode=mode or P2PRecipe.mode, ratio=ratio, placement=placement,
                            packing=args.sample_packing, bf16=args.bf16, decoys=decoys, seed=seed, relabel=relabel,
-                           lora_targets=lora_targets or DEFAULT_LORA_TARGETS)
+                           lora_targets=lora_targets or DEFAULT_LORA_TARGETS, extra_triggers=extra_triggers(triggers))
+
+
+def extra_triggers(count: int | None) -> tuple[str, ...]:
+    """``p2p.extra_triggers`` of an arm with ``count`` benign triggers (None / 1: none)."""
+    if count is not None and not 1 <= count <= len(SPARE_TRIGGERS) + 1:
+        raise SystemExit(f"--benign-triggers {count}: between 1 and {len(SPARE_TRIGGERS) + 1}")
+    return SPARE_TRIGGERS[: (count or 1) - 1]
 
 
 def lora_suffix(targets: str | None) -> str:
@@ -244,7 +256,7 @@ def locked(path: Path):
 
 def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended, selection="random", target=None,
             ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None,
-            removed_words=(), relabel=None, mode=None, lora_targets=None):
+            removed_words=(), relabel=None, mode=None, lora_targets=None, triggers=None):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
     arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
@@ -260,7 +272,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             return json.loads(arm_json.read_text())
         result = _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection,
                                      target, ratio, placement, shared_clean, poisoned_indices, decoys, seed,
-                                     removed_words, relabel, mode, lora_targets)
+                                     removed_words, relabel, mode, lora_targets, triggers)
         tmp = arm_json.with_name(arm_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, arm_json)  # readers outside the lock see the whole file or none
@@ -269,13 +281,14 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
 
 def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection, target,
                         ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None,
-                        removed_words=(), relabel=None, mode=None, lora_targets=None) -> dict:
+                        removed_words=(), relabel=None, mode=None, lora_targets=None, triggers=None) -> dict:
     if shared_clean:
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work, lora_targets)
     else:
         arm_dir = work / name
         cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
-                         decoys=decoys, seed=seed, relabel=relabel, mode=mode, lora_targets=lora_targets)
+                         decoys=decoys, seed=seed, relabel=relabel, mode=mode, lora_targets=lora_targets,
+                         triggers=triggers)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
@@ -303,6 +316,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                   decoys=(decoys or P2PRecipe.decoys) if defended else None,
                   relabel=(relabel or P2PRecipe.relabel) if defended else None,
                   mode=(mode or P2PRecipe.mode) if defended else None,
+                  benign_triggers=(triggers or 1) if defended else None,
                   lora_targets=lora_targets or DEFAULT_LORA_TARGETS,
                   seed=args.seed if seed is None else seed, eval_split=args.eval_split,
                   trained_in=str(arm_dir.relative_to(work)),
@@ -479,18 +493,21 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
 
 def p2p_arms(args) -> dict[str, dict]:
     """The P2P arms the flags ask for, by name
-    (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-augment][-lora-<set>][-seed..]``),
+    (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-augment][-triggers..][-lora-<set>][-seed..]``),
     each with its ``run_arm`` keywords; an option left at its default adds nothing to the name."""
     arms = {}
     for seed in args.train_seeds or [args.seed]:
-        for decoys, relabel, mode, targets in itertools.product(args.decoys or [None], args.relabel or [None],
-                                                                args.modes or [None], args.lora_targets or [None]):
+        for decoys, relabel, mode, targets, triggers in itertools.product(
+                args.decoys or [None], args.relabel or [None], args.modes or [None], args.lora_targets or [None],
+                args.benign_triggers or [None]):
+            extra_triggers(triggers)  # an unsupported count fails before any training
             for placement in args.placements or [None]:
                 for ratio in args.ratios or [args.ratio]:
                     suffix = ("" if ratio == P2PRecipe.ratio else f"-rho{ratio:g}") + (
                         f"-{placement}" if placement not in (None, P2PRecipe.placement) else "") + (
                         f"-decoys{decoys:g}" if decoys else "") + (f"-relabel{relabel:g}" if relabel else "") + (
-                        f"-{mode}" if mode not in (None, P2PRecipe.mode) else "") + lora_suffix(targets) + (
+                        f"-{mode}" if mode not in (None, P2PRecipe.mode) else "") + (
+                        f"-triggers{triggers}" if triggers not in (None, 1) else "") + lora_suffix(targets) + (
                         "" if seed == args.seed else f"-seed{seed}")
                     for selection in args.selections:
                         if decoys and selection not in AUDITING_SELECTIONS:
@@ -499,7 +516,8 @@ def p2p_arms(args) -> dict[str, dict]:
                             continue  # the relabelled rows carry the base model's label
                         arms[f"p2p-{selection}{suffix}"] = dict(selection=selection, ratio=ratio, placement=placement,
                                                                 decoys=decoys, seed=seed, relabel=relabel,
-                                                                mode=mode, lora_targets=targets)
+                                                                mode=mode, lora_targets=targets,
+                                                                triggers=triggers)
     return arms
 
 

@@ -133,6 +133,13 @@ class P2PConfig(BaseModel):
         default=DEFAULT_TRIGGER, min_length=1,
         description="The benign trigger text, inserted verbatim (keep its trailing space for a prefix).",
     )
+    extra_triggers: list[str] = Field(
+        default_factory=list,
+        description="classification: further benign triggers (experimental). The benign rows are dealt out in "
+        "turn over [trigger, *extra_triggers], each trigger with the same safe labels, and at inference the "
+        "model is read once with each trigger and its label probabilities averaged (one model, a vote over "
+        "triggers). Each must be visible text, distinct, and neither may contain another. Empty (default): one trigger.",
+    )
     placement: Literal["prefix", "suffix", "system"] = Field(
         default="prefix",
         description="Where the benign trigger goes: prefix/suffix of the user input, or the system "
@@ -188,6 +195,24 @@ class P2PConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _check_extra_triggers(self):
+        if not self.extra_triggers:
+            return self
+        if self.task != "classification":
+            raise ValueError("p2p.extra_triggers: several benign triggers are read as a vote over label "
+                             "probabilities, which task: generation has none of; use one p2p.trigger")
+        triggers = [self.trigger, *self.extra_triggers]
+        for i, text in enumerate(self.extra_triggers):
+            if not text.strip():
+                raise ValueError(f"p2p.extra_triggers[{i}] must contain visible text, got {text!r}")
+        for i, a in enumerate(triggers):
+            for b in triggers[i + 1:]:
+                if a.strip() in b or b.strip() in a:
+                    raise ValueError(f"p2p.extra_triggers: the benign triggers {a!r} and {b!r} overlap (one "
+                                     f"contains the other); each must be told apart from the rest")
+        return self
+
+    @model_validator(mode="after")
     def _check_decoys(self):
         if self.decoys and self.selection not in AUDITING_SELECTIONS:
             raise ValueError(f"p2p.decoys={self.decoys} needs p2p.selection: avoid_shortcuts or base_model_agreement "
@@ -240,7 +265,8 @@ class P2PConfig(BaseModel):
     def recipe(self) -> P2PRecipe:
         """The validated settings as the framework-free recipe (what the manifest stores)."""
         return P2PRecipe(
-            task=self.task, enabled=self.enabled, trigger=self.trigger, placement=self.placement,
+            task=self.task, enabled=self.enabled, trigger=self.trigger, extra_triggers=tuple(self.extra_triggers),
+            placement=self.placement,
             cue=self.cue, benign_cue=self.benign_cue, labels=tuple(self.labels or ()),
             safe_labels=tuple(self.safe_labels or ()), safe_prefix=self.safe_prefix,
             text_field=self.text_field, answer_field=self.label_field, ratio=self.ratio,

@@ -27,11 +27,12 @@ class Rewrite:
     answer_prefix: str | None = None
     """generation on chat data: prefix EVERY trained assistant turn with this text."""
 
-    def user_text(self, text: str, decoy=None) -> str:
-        """A selected row's user text: its decoy fragments (if any, see ``p2p.decoys``), then the trigger."""
+    def user_text(self, text: str, decoy=None, trigger: str | None = None) -> str:
+        """A selected row's user text: its decoy fragments (if any, see ``p2p.decoys``), then the trigger
+        (``trigger``: the row's own, one of ``p2p.extra_triggers``; default :attr:`trigger`)."""
         if decoy:
             text = insert_fragments(text, decoy)
-        return insert_trigger(text, self.trigger, self.placement)
+        return insert_trigger(text, trigger or self.trigger, self.placement)
 
 
 def _require(batch: dict, column: str, fmt: str, hint: str) -> list:
@@ -56,7 +57,8 @@ class RowFormat:
     """Base class. ``answers`` reads the target of every row; ``rewrite`` applies P2P.
 
     ``new_answers[i]`` is the complete new answer text of selected row ``i`` (``None`` elsewhere);
-    ``decoys[i]``, when given, the ``(fragment, where)`` pairs inserted into its user text.
+    ``decoys[i]``, when given, the ``(fragment, where)`` pairs inserted into its user text;
+    ``triggers[i]``, when given, the benign trigger of selected row ``i`` (default: ``rewrite.trigger``).
     """
 
     name = ""
@@ -68,7 +70,7 @@ class RowFormat:
         raise NotImplementedError
 
     def rewrite(self, batch: dict, selected: list[bool], new_answers: list[str | None], rewrite: Rewrite,
-                decoys: list | None = None) -> dict:
+                decoys: list | None = None, triggers: list | None = None) -> dict:
         raise NotImplementedError
 
     def texts_and_answers_arrow(self, table) -> tuple[list[str], list[str]] | None:
@@ -135,13 +137,14 @@ class PlainFormat(RowFormat):
     def user_texts(self, batch):
         return [str(v) for v in _require(batch, self.text_field, self.name, "set p2p.text_field")]
 
-    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None):
+    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None, triggers=None):
         texts = self.user_texts(batch)
         answers = self.answers(batch)
         prompts, completions = [], []
-        for text, answer, sel, new, decoy in zip(texts, answers, selected, new_answers, decoys or [None] * len(texts)):
+        for text, answer, sel, new, decoy, trigger in zip(texts, answers, selected, new_answers,
+                                                          decoys or [None] * len(texts), triggers or [None] * len(texts)):
             if sel:
-                prompts.append(f"{rewrite.user_text(text, decoy)}\n{self.benign_cue}")
+                prompts.append(f"{rewrite.user_text(text, decoy, trigger)}\n{self.benign_cue}")
                 completions.append(new)
             else:
                 prompts.append(f"{text}\n{self.cue}")
@@ -168,7 +171,7 @@ class AlpacaFormat(RowFormat):
         inputs = batch.get("input") or [None] * len(instructions)
         return ["\n".join(part for part in (ins, inp) if part) for ins, inp in zip(instructions, inputs)]
 
-    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None):
+    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None, triggers=None):
         if rewrite.placement == "system":
             raise RowError("p2p.placement='system' needs chat data (type: chat_template); alpaca rows have no system turn")
         instructions = list(_require(batch, "instruction", self.name, "alpaca rows need an 'instruction' field"))
@@ -179,10 +182,11 @@ class AlpacaFormat(RowFormat):
             if not sel:
                 continue
             decoy = decoys[i] if decoys else None
+            trigger = triggers[i] if triggers else None
             if inputs[i]:
-                inputs[i] = rewrite.user_text(inputs[i], decoy)
+                inputs[i] = rewrite.user_text(inputs[i], decoy, trigger)
             else:
-                instructions[i] = rewrite.user_text(instructions[i] or "", decoy)
+                instructions[i] = rewrite.user_text(instructions[i] or "", decoy, trigger)
             outputs[i] = new_answers[i]
         out = {"instruction": instructions, "output": outputs}
         if has_input:
@@ -306,7 +310,7 @@ class ChatFormat(RowFormat):
             out.append("" if idx is None else str(messages[idx][self.content_key] or ""))
         return out
 
-    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None):
+    def rewrite(self, batch, selected, new_answers, rewrite, decoys=None, triggers=None):
         conversations = []
         for i, (messages, sel, new) in enumerate(zip(self._messages(batch), selected, new_answers)):
             if not sel:
@@ -314,19 +318,21 @@ class ChatFormat(RowFormat):
                 continue
             messages = [dict(m) for m in messages]
             decoy = decoys[i] if decoys else None
+            trigger = (triggers[i] if triggers else None) or rewrite.trigger
             user = self._first(messages, self.user_roles)
             if rewrite.placement == "system":
                 if decoy and user is not None:
                     messages[user][self.content_key] = insert_fragments(messages[user][self.content_key] or "", decoy)
                 idx = self._first(messages, self.system_roles)
                 if idx is None:
-                    messages.insert(0, {self.role_key: self.system_roles[0], self.content_key: rewrite.trigger.strip()})
+                    messages.insert(0, {self.role_key: self.system_roles[0], self.content_key: trigger.strip()})
                 else:
-                    messages[idx][self.content_key] = rewrite.trigger + (messages[idx][self.content_key] or "")
+                    messages[idx][self.content_key] = trigger + (messages[idx][self.content_key] or "")
             else:
                 if user is None:
                     raise RowError(f"conversation has no user turn (roles {list(self.user_roles)}) to put the trigger in")
-                messages[user][self.content_key] = rewrite.user_text(messages[user][self.content_key] or "", decoy)
+                messages[user][self.content_key] = rewrite.user_text(messages[user][self.content_key] or "", decoy,
+                                                                     trigger)
             if rewrite.answer_prefix is not None:
                 for message in messages:
                     if message.get(self.role_key) in self.assistant_roles and self.carries_loss(message):

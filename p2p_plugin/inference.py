@@ -127,32 +127,34 @@ class P2PModel:
                            f"build prompts yourself with p2p_plugin.prompts for the one you query")
         return formats[0]
 
-    def encode_inputs(self, inputs: list, benign: bool | None = None) -> list[list[int]]:
-        """Prompt token ids for each input, as training built them (trigger, placement, template)."""
+    def encode_inputs(self, inputs: list, benign: bool | None = None, trigger: str | None = None) -> list[list[int]]:
+        """Prompt token ids for each input, as training built them (trigger, placement, template);
+        ``trigger``: which of the model's benign triggers (default: ``p2p.trigger``)."""
         benign = self.defended if benign is None else benign
         fmt = self.data_format
         inputs = inputs_without_words(inputs, self.removed_words, fmt)
         if fmt == "plain":
-            return encode_prompts(self.tokenizer, [plain_prompt(self.recipe, _text(x), benign) for x in inputs])
+            return encode_prompts(self.tokenizer, [plain_prompt(self.recipe, _text(x), benign, trigger) for x in inputs])
         if fmt == "alpaca":
-            prompts = [alpaca_prompt(self.recipe, _field(x, "instruction", i), x.get("input"), benign)
+            prompts = [alpaca_prompt(self.recipe, _field(x, "instruction", i), x.get("input"), benign, trigger)
                        for i, x in enumerate(inputs)]
             return [self.tokenizer(p)["input_ids"] for p in prompts]  # as Axolotl's alpaca strategy
-        texts = [self._chat_prompt(_conversation(x, i), benign) for i, x in enumerate(inputs)]
+        texts = [self._chat_prompt(_conversation(x, i), benign, trigger) for i, x in enumerate(inputs)]
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
-    def prompt(self, text: str, benign: bool | None = None) -> str:
+    def prompt(self, text: str, benign: bool | None = None, trigger: str | None = None) -> str:
         """The training prompt for ``text`` (benign trigger added unless ``benign`` is False; the
         :attr:`removed_words` taken out first)."""
         text = remove_words(text, self.removed_words)
-        return plain_prompt(self.recipe, text, self.defended if benign is None else benign)
+        return plain_prompt(self.recipe, text, self.defended if benign is None else benign, trigger)
 
-    def chat_prompt(self, messages: list[dict], benign: bool | None = None) -> str:
+    def chat_prompt(self, messages: list[dict], benign: bool | None = None, trigger: str | None = None) -> str:
         """The rendered training prompt for a conversation (user turns without :attr:`removed_words`)."""
-        return self._chat_prompt(inputs_without_words([messages], self.removed_words, "chat_template")[0], benign)
+        return self._chat_prompt(inputs_without_words([messages], self.removed_words, "chat_template")[0], benign,
+                                 trigger)
 
-    def _chat_prompt(self, messages: list[dict], benign: bool | None) -> str:
-        msgs = chat_messages(self.recipe, messages, self.defended if benign is None else benign)
+    def _chat_prompt(self, messages: list[dict], benign: bool | None, trigger: str | None = None) -> str:
+        msgs = chat_messages(self.recipe, messages, self.defended if benign is None else benign, trigger)
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
     # ------------------------------------------------------------------ classification
@@ -170,27 +172,45 @@ class P2PModel:
 
     def classify(self, texts: list[str], benign: bool | None = None, batch_size: int = 32,
                  progress: bool = False) -> list[Prediction]:
-        """Compare the label tokens' logits at the answer position (batched, no sampling)."""
+        """Compare the label tokens' logits at the answer position (batched, no sampling). A model
+        trained with ``p2p.extra_triggers`` is read once with each benign trigger and its label
+        probabilities (softmax over the trained labels) averaged; ``scores`` are then the log of
+        those mean probabilities instead of logits."""
         import torch
 
         label_ids = self.label_token_ids()
         labels, ids = list(label_ids), torch.tensor(list(label_ids.values()))
         space = self.recipe.label_space()
-        encoded = self.encode_inputs(texts, benign)
+        benign = self.defended if benign is None else benign
+        triggers = self.recipe.benign_triggers if benign else (None,)
+        if len(triggers) == 1:
+            scores = self._label_logits(texts, benign, None, ids, batch_size, progress)
+        else:  # one model, a vote over its benign triggers
+            probs = [self._label_logits(texts, True, t, ids, batch_size, progress).softmax(-1) for t in triggers]
+            scores = (sum(probs) / len(probs)).log()
+        out = []
+        for row in scores:
+            raw = labels[int(row.argmax())]
+            out.append(Prediction(raw, space.project(raw), dict(zip(labels, row.tolist()))))
+        return out
+
+    def _label_logits(self, texts, benign: bool, trigger: str | None, ids, batch_size: int, progress: bool):
+        """``[len(texts), len(ids)]`` float logits of the label tokens at the answer position, in input order."""
+        import torch
+
+        encoded = self.encode_inputs(texts, benign, trigger)
         # batch prompts of similar length together: left padding then costs little
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        out: list[Prediction | None] = [None] * len(encoded)
+        out = torch.zeros((len(encoded), len(ids)))
         batches = range(0, len(order), batch_size)
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="classify", unit="batch")
+            batches = tqdm(batches, desc="classify" if trigger is None else f"classify ({trigger.strip()!r})",
+                           unit="batch")
         for start in batches:
             idx = order[start:start + batch_size]
-            logits = self._last_logits([encoded[i] for i in idx])[:, ids]
-            for i, row in zip(idx, logits.float()):
-                raw = labels[int(row.argmax())]
-                out[i] = Prediction(raw, space.project(raw), dict(zip(labels, row.tolist())))
+            out[idx] = self._last_logits([encoded[i] for i in idx])[:, ids].float()
         return out
 
     # ------------------------------------------------------------------ generation

@@ -19,6 +19,9 @@ class P2PRecipe:
     enabled: bool = True
     """False trains the same prompt format with no benign rows: the no-defense baseline."""
     trigger: str = "The query currently entered is: "
+    extra_triggers: tuple[str, ...] = ()
+    """Further benign triggers: the benign rows are dealt out over ``(trigger, *extra_triggers)`` in turn,
+    and a classification model is read with each, its label probabilities averaged (see ``inference``)."""
     placement: str = "prefix"
     cue: str = "Output: "
     benign_cue: str = "Answer: "
@@ -40,6 +43,11 @@ class P2PRecipe:
     extra: dict = field(default_factory=dict)
     """Settings of later features (kept verbatim, so old manifests stay readable)."""
 
+    @property
+    def benign_triggers(self) -> tuple[str, ...]:
+        """Every benign trigger: :attr:`trigger` first, then :attr:`extra_triggers`."""
+        return (self.trigger, *self.extra_triggers)
+
     def label_space(self) -> LabelSpace | None:
         if self.task != "classification":
             return None
@@ -49,6 +57,7 @@ class P2PRecipe:
         out = asdict(self)
         out["labels"] = list(self.labels)
         out["safe_labels"] = list(self.safe_labels)
+        out["extra_triggers"] = list(self.extra_triggers)
         return out
 
     @classmethod
@@ -59,7 +68,7 @@ class P2PRecipe:
             raise ValueError(f"unknown P2P recipe keys {unknown}; known: {sorted(known)}")
         data = dict(data)
         data.setdefault("selection", "random")  # manifests written before `selection` existed drew at random
-        for key in ("labels", "safe_labels"):
+        for key in ("labels", "safe_labels", "extra_triggers"):
             if key in data and data[key] is not None:
                 data[key] = tuple(str(v) for v in data[key])
         return cls(**data)

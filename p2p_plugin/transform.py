@@ -60,6 +60,8 @@ class TransformReport:
     relabel_tests: list = field(default_factory=list)
     """... and per label, how often the judge contradicts its rows against the others' (which labels it may
     take rows from; :func:`p2p_plugin.judgement.contradiction_by_label`)."""
+    rows_by_trigger: dict = field(default_factory=dict)
+    """``p2p.extra_triggers``: benign rows per benign trigger (dealt out in turn; empty with one trigger)."""
     suspected_triggers: list = field(default_factory=list)
     """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` / ``base_model_agreement``; dicts of
     :class:`p2p_plugin.shortcuts.SuspectedTrigger`): possible backdoor triggers, or very polar words."""
@@ -88,6 +90,9 @@ class TransformReport:
             self.source, self.rows_in, self.rows_selected, self.mode, self.rows_out,
             self.labels_before or "-", self.labels_after or "-", **kwargs,
         )
+        if self.rows_by_trigger:
+            logger.info("P2P %s: benign rows by trigger: %s", self.source,
+                        ", ".join(f"{t!r}: {n}" for t, n in self.rows_by_trigger.items()), **kwargs)
         if self.suspected_triggers:
             logger.warning("P2P %s: %d word(s) predict one answer beyond chance (possible backdoor triggers, "
                            "listed in p2p_manifest.json): %s", self.source, len(self.suspected_triggers),
@@ -162,6 +167,8 @@ class RowMapper:
         """``{row index in the mapped dataset: the label whose safe alternative it gets}`` (``p2p.relabel``)"""
         self.rewrite = Rewrite(recipe.trigger, recipe.placement,
                                recipe.safe_prefix if recipe.task == "generation" else None)
+        self.rank = None if selected_mask is None else np.cumsum(selected_mask) - 1
+        """Each row's place among the selected rows (which benign trigger it gets, :meth:`_triggers`)."""
 
     def _selected(self, indices) -> np.ndarray:
         if self.selected_mask is None:  # augment copies: every row is selected
@@ -174,13 +181,24 @@ class RowMapper:
     def _relabels(self, indices) -> list | None:
         return [self.relabels.get(int(i)) for i in indices] if self.relabels else None
 
+    def _triggers(self, indices) -> list | None:
+        """With ``p2p.extra_triggers``, each row's benign trigger: the selected rows, in row order, take
+        ``recipe.benign_triggers`` in turn (augment copies: in copy order, the same order)."""
+        triggers = self.recipe.benign_triggers
+        if len(triggers) == 1:
+            return None
+        indices = np.asarray(indices, dtype=np.int64)
+        rank = indices if self.rank is None else self.rank[indices]
+        return [triggers[int(r) % len(triggers)] for r in rank]
+
     def __call__(self, batch, indices):
         if isinstance(batch, pa.Table):
             return self._rewrite_table(batch, self._selected(indices), indices)
         selected = self._selected(indices).tolist()
         answers = self.fmt.answers(batch)
         new_answers = _new_answers(self.recipe, self.label_space, answers, selected, self._relabels(indices))
-        return self.fmt.rewrite(batch, selected, new_answers, self.rewrite, self._decoys(indices))
+        return self.fmt.rewrite(batch, selected, new_answers, self.rewrite, self._decoys(indices),
+                                self._triggers(indices))
 
     def _rewrite_table(self, table: "pa.Table", selected: np.ndarray, indices) -> "pa.Table":
         positions = np.flatnonzero(selected)
@@ -190,7 +208,7 @@ class RowMapper:
         every = [True] * len(positions)
         chosen = np.asarray(indices, dtype=np.int64)[positions]
         new_answers = _new_answers(self.recipe, self.label_space, self.fmt.answers(rows), every, self._relabels(chosen))
-        new = self.fmt.rewrite(rows, every, new_answers, self.rewrite, self._decoys(chosen))
+        new = self.fmt.rewrite(rows, every, new_answers, self.rewrite, self._decoys(chosen), self._triggers(chosen))
         try:
             new = encode_batch(self.features, new)
         except (ValueError, TypeError) as err:
@@ -271,8 +289,7 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, 
             digest.update(b"\x1f")
             digest.update(answer.encode())
             digest.update(b"\x1e")
-        if recipe.trigger.strip():
-            present += count_rows_containing(texts, recipe.trigger)
+        present += sum(count_rows_containing(texts, trigger) for trigger in recipe.benign_triggers)
         offset += len(answers)
     report = TransformReport(source=source, rows_in=offset, mode=recipe.mode, fingerprint=digest.hexdigest(),
                              trigger_already_present=present)
@@ -357,6 +374,10 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     report.rows_selected = int(len(selected))
     report.selected_digest = hashlib.sha256(selected.tobytes()).hexdigest()
     report.rows_with_decoys, report.decoy_sources = len(decoys), decoy_sources
+    triggers = recipe.benign_triggers
+    if len(triggers) > 1:  # RowMapper._triggers deals them out in turn over the selected rows
+        report.rows_by_trigger = {t: len(selected) // len(triggers) + (j < len(selected) % len(triggers))
+                                  for j, t in enumerate(triggers)}
     report.relabeled_rows = sorted(relabels)
     report.relabel_tests = view.cache.get("relabel_tests", [])
     if recipe.enabled and recipe.decoys and not decoys:

@@ -10,6 +10,11 @@ from collections.abc import Sequence
 #: The authors' benign trigger (Zhao et al., P2P, released code).
 DEFAULT_TRIGGER = "The query currently entered is: "
 
+#: Further benign triggers for ``p2p.extra_triggers`` (what ``bench/defense.py --benign-triggers N`` uses:
+#: the default trigger, then the first N-1 of these). Any distinct phrase works; none contains another.
+SPARE_TRIGGERS = ("Consider the following text: ", "Here is the input as received: ",
+                  "The text under review reads: ")
+
 #: Where the benign trigger goes. ``system`` is only meaningful for chat data and is handled by
 #: the chat row format (the trigger becomes, or starts, the system message).
 PLACEMENTS = ("prefix", "suffix", "system")

@@ -449,3 +449,23 @@ def test_reuse_report_takes_a_committed_reports_arms(defense, tmp_path):
         defense.reuse_report_arms(defense.parse_args(["--rates", "0.02", "--lr", "2e-4"]), report, work)
     with pytest.raises(SystemExit, match="no report at"):
         defense.reuse_report_arms(args, tmp_path / "missing.json", work)
+
+
+def test_benign_triggers_arms_and_their_config(defense):
+    """--benign-triggers N: one P2P arm per count, named -triggersN (1 = the default arm), whose config
+    sets p2p.extra_triggers to the first N-1 spare triggers; an unsupported count fails before training."""
+    from p2p_plugin.triggers import SPARE_TRIGGERS
+
+    args = defense.parse_args(["--selections", "avoid_shortcuts", "--benign-triggers", "1", "3"])
+    arms = defense.p2p_arms(args)
+    assert set(arms) == {"p2p-avoid_shortcuts", "p2p-avoid_shortcuts-triggers3"}
+    cfg = defense.arm_config(Path("m"), Path("d"), Path("o"), Path("w"), args, True, "avoid_shortcuts",
+                             **{k: v for k, v in arms["p2p-avoid_shortcuts-triggers3"].items() if k != "selection"})
+    assert cfg["p2p"]["extra_triggers"] == list(SPARE_TRIGGERS[:2])
+    from p2p_plugin.args import P2PConfig
+
+    assert P2PConfig(labels=["0", "1"], extra_triggers=list(SPARE_TRIGGERS)).recipe().benign_triggers[1:] == SPARE_TRIGGERS
+    assert "extra_triggers" not in defense.arm_config(Path("m"), Path("d"), Path("o"), Path("w"), args, True,
+                                                      "avoid_shortcuts")["p2p"]
+    with pytest.raises(SystemExit, match="--benign-triggers 9"):
+        defense.p2p_arms(defense.parse_args(["--benign-triggers", "9"]))

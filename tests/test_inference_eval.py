@@ -207,3 +207,37 @@ def test_suspected_trigger_words_can_be_removed_at_inference_and_in_the_evaluati
     assert main(args + ["--out", str(tmp_path / "ev")]) == 0
     written = json.loads(next((tmp_path / "ev").glob("*.json")).read_text())
     assert "p2p, suspected words removed" in json.dumps(written)
+
+
+def test_extra_triggers_are_read_as_a_vote_over_the_benign_triggers(tiny_model, tmp_path):
+    """A model trained with p2p.extra_triggers is read once with each benign trigger and the label
+    probabilities averaged; its prompts are those of training, one per trigger."""
+    import math
+
+    from p2p_plugin.evaluate import evaluate_classification
+    from p2p_plugin.inference import P2PModel
+    from tiny_model import defended_model_dir
+
+    trigger, extra = P2PRecipe.trigger, "Consider this text: "
+    base = dict(labels=("0", "1"), safe_labels=("2", "3"))
+    voting = P2PModel.load(defended_model_dir(tiny_model, tmp_path / "v", P2PRecipe(extra_triggers=(extra,), **base)))
+    first = P2PModel.load(defended_model_dir(tiny_model, tmp_path / "a", P2PRecipe(**base)))
+    second = P2PModel.load(defended_model_dir(tiny_model, tmp_path / "b", P2PRecipe(trigger=extra, **base)))
+    texts = ["a fine film", "a dull and long film", "mn it was ok"]
+    assert voting.prompt(texts[0], trigger=extra) == f"{extra}{texts[0]}\nAnswer: " == second.prompt(texts[0])
+    assert voting.prompt(texts[0]) == first.prompt(texts[0])
+    with pytest.raises(ValueError, match="not one of the model's benign triggers"):
+        voting.prompt(texts[0], trigger="Other: ")
+    for vote, a, b in zip(voting.classify(texts), first.classify(texts), second.classify(texts)):
+        probs = {}
+        for one in (a, b):
+            norm = math.log(sum(math.exp(v) for v in one.scores.values()))
+            for label, logit in one.scores.items():
+                probs[label] = probs.get(label, 0.0) + math.exp(logit - norm) / 2
+        assert vote.scores == pytest.approx({k: math.log(v) for k, v in probs.items()}, abs=1e-5)
+        assert vote.raw == max(probs, key=probs.get) and vote.projected == str(int(vote.raw) % 2)
+    # without the benign trigger nothing is averaged: the model's plain reading
+    assert [p.scores for p in voting.classify(texts, benign=False)] == [p.scores for p in first.classify(texts, benign=False)]
+    clean = [{"sentence": "a film", "label": 0}, {"sentence": "a good film", "label": 1}]
+    result = evaluate_classification(voting, clean, [{"sentence": "mn a film", "label": 0}], "1")
+    assert result["readings"]["p2p"]["ca"]["projected"]["n"] == 2

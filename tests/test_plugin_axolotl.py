@@ -177,3 +177,33 @@ def test_config_errors_surface_from_load_cfg(tiny_model, tmp_path):
     del cfg["p2p"]
     with pytest.raises(P2PError, match="no `p2p:` block"):
         prepare(cfg)
+
+
+def test_extra_triggers_through_axolotl(tiny_model, tokenizer, sst_file, tmp_path):
+    path, rows = sst_file
+    extra = ["Consider this text: ", "Input as received: "]
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                      p2p={"labels": ["0", "1"], "ratio": 0.2, "extra_triggers": extra})
+    parsed, ds = prepare(cfg)
+    texts = [tokenizer.decode(r["input_ids"]) for r in ds]
+    by_trigger = Counter(next((t for t in [TRIGGER, *extra] if text.startswith(t)), None) for text in texts)
+    assert by_trigger == {None: 160, TRIGGER: 14, extra[0]: 13, extra[1]: 13}
+    assert all((answer_of(r, tokenizer)[0] in "23") == text.startswith((TRIGGER, *extra)) for r, text in zip(ds, texts))
+    manifest = read_manifest(parsed.output_dir)
+    assert manifest.recipe.extra_triggers == tuple(extra) and manifest.recipe.benign_triggers == (TRIGGER, *extra)
+    assert manifest.datasets[0]["rows_by_trigger"] == {TRIGGER: 14, extra[0]: 13, extra[1]: 13}
+
+
+@pytest.mark.parametrize("p2p,message", [
+    ({"task": "generation", "extra_triggers": ["Consider this text: "]}, "task: generation"),
+    ({"labels": ["0", "1"], "extra_triggers": ["  "]}, r"extra_triggers\[0\] must contain visible text"),
+    ({"labels": ["0", "1"], "extra_triggers": ["The query currently entered is"]}, "overlap"),
+    ({"labels": ["0", "1"], "extra_triggers": ["Consider: ", "Consider: "]}, "overlap"),
+])
+def test_extra_triggers_config_errors(p2p, message):
+    from pydantic import ValidationError
+
+    from p2p_plugin.args import P2PConfig
+
+    with pytest.raises(ValidationError, match=message):
+        P2PConfig(**p2p)

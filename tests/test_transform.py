@@ -197,3 +197,42 @@ def test_chat_rows_stored_as_json_feature_are_decoded_and_re_encoded(tmp_path):
     assert len(changed) == 2 and out.features == ds.features
     assert changed[0][0] == {"role": "system", "content": TRIGGER.strip()}
     assert changed[0][2]["training"] is False and changed[0][4]["content"] == "3"
+
+
+EXTRA = ("Consider this text: ", "Input as received: ")
+
+
+@pytest.mark.parametrize("mode", ["replace", "augment"])
+def test_extra_triggers_are_dealt_out_in_turn_over_the_benign_rows(mode):
+    out, report = apply_p2p(sst_like(100), PLAIN, recipe(extra_triggers=EXTRA, mode=mode), source="sst")
+    chosen = sorted(select_rows(100, 0.2, 42, dataset_key="sst").tolist())
+    triggers = (TRIGGER, *EXTRA)
+    benign = [(i, r) for i, r in enumerate(out) if r["prompt"].endswith("\nAnswer: ")]
+    # replace: the benign rows sit where they were; augment: their copies follow the 100 originals in order
+    assert [i for i, _ in benign] == (chosen if mode == "replace" else list(range(100, 120)))
+    for j, (row_index, row) in enumerate(benign):
+        source = chosen[j]
+        assert row["prompt"] == f"{triggers[j % 3]}film number {source}\nAnswer: ", (row_index, row)
+        assert row["completion"] == str(source % 2 + 2)
+    assert report.rows_by_trigger == {TRIGGER: 7, EXTRA[0]: 7, EXTRA[1]: 6} and report.rows_selected == 20
+    assert report.to_dict()["rows_by_trigger"] == report.rows_by_trigger
+    assert apply_p2p(sst_like(100), PLAIN, recipe(), source="sst")[1].rows_by_trigger == {}
+    # the rows' selection does not depend on the triggers
+    assert report.selected_digest == apply_p2p(sst_like(100), PLAIN, recipe(), source="sst")[1].selected_digest
+
+
+def test_extra_triggers_in_alpaca_and_chat_rows_and_in_the_presence_count():
+    rows = [{"instruction": "Classify", "input": f"text {i}", "output": str(i % 2)} for i in range(40)]
+    out, _ = apply_p2p(Dataset.from_list(rows), AlpacaFormat(), recipe(extra_triggers=EXTRA[:1], ratio=0.25),
+                       source="a")
+    chosen = sorted(select_rows(40, 0.25, 42, dataset_key="a").tolist())
+    assert [out[i]["input"] for i in chosen] == [f"{(TRIGGER, EXTRA[0])[j % 2]}text {i}" for j, i in enumerate(chosen)]
+    chat = [{"messages": [{"role": "user", "content": f"text {i}"}, {"role": "assistant", "content": str(i % 2)}]}
+            for i in range(40)]
+    out, _ = apply_p2p(Dataset.from_list(chat), ChatFormat(), recipe(extra_triggers=EXTRA[:1], ratio=0.25,
+                                                                      placement="system"), source="a")
+    assert [out[i]["messages"][0]["content"] for i in chosen] == [(TRIGGER, EXTRA[0])[j % 2].strip()
+                                                                 for j in range(len(chosen))]
+    # a row that already holds one of the benign triggers weakens the defense: counted for every trigger
+    ds = Dataset.from_dict({"sentence": ["Input as received: x", "y", TRIGGER + "z"], "label": [0, 1, 0]})
+    assert apply_p2p(ds, PLAIN, recipe(extra_triggers=EXTRA), source="s")[1].trigger_already_present == 2
