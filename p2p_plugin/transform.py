@@ -129,8 +129,8 @@ class TransformReport:
             )
         if self.trigger_already_present:
             logger.warning(
-                "P2P %s: the benign trigger text already occurs in %d rows; it weakens the defense "
-                "(choose another p2p.trigger)", self.source, self.trigger_already_present,
+                "P2P %s: a benign trigger's text already occurs in %d rows; it weakens the defense "
+                "(choose another p2p.trigger / p2p.extra_triggers)", self.source, self.trigger_already_present,
             )
 
 
@@ -289,7 +289,7 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, 
             digest.update(b"\x1f")
             digest.update(answer.encode())
             digest.update(b"\x1e")
-        present += sum(count_rows_containing(texts, trigger) for trigger in recipe.benign_triggers)
+        present += count_rows_containing(texts, *recipe.benign_triggers)
         offset += len(answers)
     report = TransformReport(source=source, rows_in=offset, mode=recipe.mode, fingerprint=digest.hexdigest(),
                              trigger_already_present=present)

@@ -36,12 +36,12 @@ def insert_trigger(text: str, trigger: str, placement: str = "prefix") -> str:
     )
 
 
-def count_rows_containing(texts, trigger: str) -> int:
-    """Number of texts that already contain the benign trigger (it weakens the defense)."""
-    needle = trigger.strip()
-    if not needle:
+def count_rows_containing(texts, *triggers: str) -> int:
+    """Number of texts that already contain one of the benign triggers (it weakens the defense)."""
+    needles = [t.strip() for t in triggers if t.strip()]
+    if not needles:
         return 0
-    return sum(1 for t in texts if t and needle in t)
+    return sum(1 for t in texts if t and any(needle in t for needle in needles))
 
 
 def insert_fragments(text: str, fragments: Sequence[tuple[str, float]]) -> str:

@@ -233,6 +233,7 @@ def test_extra_triggers_in_alpaca_and_chat_rows_and_in_the_presence_count():
                                                                       placement="system"), source="a")
     assert [out[i]["messages"][0]["content"] for i in chosen] == [(TRIGGER, EXTRA[0])[j % 2].strip()
                                                                  for j in range(len(chosen))]
-    # a row that already holds one of the benign triggers weakens the defense: counted for every trigger
-    ds = Dataset.from_dict({"sentence": ["Input as received: x", "y", TRIGGER + "z"], "label": [0, 1, 0]})
-    assert apply_p2p(ds, PLAIN, recipe(extra_triggers=EXTRA), source="s")[1].trigger_already_present == 2
+    # a row that already holds one of the benign triggers weakens the defense: counted once, whichever it holds
+    ds = Dataset.from_dict({"sentence": ["Input as received: x", "y", TRIGGER + "z", TRIGGER + "Input as received: "],
+                            "label": [0, 1, 0, 1]})
+    assert apply_p2p(ds, PLAIN, recipe(extra_triggers=EXTRA), source="s")[1].trigger_already_present == 3
