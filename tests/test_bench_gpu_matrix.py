@@ -57,6 +57,9 @@ def test_report_covers_every_arm_of_a_folder_split_between_jobs(modules):
     ten = defense.parse_args(matrix.report_args("sst2-10pct"))
     assert ten.decoys == [0.0, 0.5] and authors.decoys is None  # the decoy jobs' arms and the plain ones
     assert ten.train_seeds == [0, 1, 2] and authors.train_seeds is None  # the seed-0 arms and the seed jobs'
+    audit = defense.parse_args(matrix.report_args("sst2-10pct-audit"))
+    assert audit.benign_triggers == [1, 3] and authors.benign_triggers is None  # the vote arms and the one-trigger ones
+    assert "p2p-avoid_shortcuts-triggers3-seed1" in defense.p2p_arms(audit)
 
 
 def test_scheduler_starts_nothing_after_the_soft_deadline(modules, tiny_model, shared_data, tmp_path):

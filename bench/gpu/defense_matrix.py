@@ -109,6 +109,11 @@ JOBS = (
                                     "--arms", "p2p"]) for a in ("clause", *ATTACKS)]
     + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", "clause", "--selections", "base_model_agreement",
                                     "--train-seeds", seed, "--arms", "p2p"]) for seed in ("1", "2")]
+    # session 23: three benign triggers read as a vote (p2p.extra_triggers) on the attacks P2P misses as trained,
+    # at 10% (seeds 0 and 1) and AddSent at 2% (the CPU box could not fit that arm in its session)
+    + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", a, "--benign-triggers", "3", "--train-seeds", seed,
+                                    "--arms", "p2p", *AVOID]) for seed in ("0", "1") for a in ("badnets", "addsent", "ctba")]
+    + [("sst2-2pct", SST2_2PCT + ["--attacks", "addsent", "--benign-triggers", "3", "--arms", "p2p", *AVOID])]
 )
 PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
 
@@ -158,7 +163,7 @@ def _job_status(root: Path) -> dict:
 
 LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode", "--arms": "arms",
               "--selections": "selections", "--ratios": "ratios", "--placements": "placements",
-              "--decoys": "decoys", "--train-seeds": "train_seeds"}
+              "--decoys": "decoys", "--train-seeds": "train_seeds", "--benign-triggers": "benign_triggers"}
 
 
 def report_args(folder: str) -> list[str]:
@@ -187,11 +192,14 @@ def report_args(folder: str) -> list[str]:
                 values = parsed.decoys or [0.0]
             elif dest == "train_seeds":
                 values = parsed.train_seeds or [parsed.seed]
+            elif dest == "benign_triggers":
+                values = parsed.benign_triggers or [1]
             else:
                 values = getattr(parsed, dest)
             union[flag] += [v for v in values if v not in union[flag]]
     return base + [str(x) for flag, values in union.items() for x in (flag, *values)
-                   if (flag, values) not in (("--placements", ["prefix"]), ("--decoys", [0.0]), ("--train-seeds", [0]))]
+                   if (flag, values) not in (("--placements", ["prefix"]), ("--decoys", [0.0]), ("--train-seeds", [0]),
+                                             ("--benign-triggers", [1]))]
 
 
 def write_reports(args) -> None:
