@@ -57,7 +57,10 @@ class P2PRecipe:
         out = asdict(self)
         out["labels"] = list(self.labels)
         out["safe_labels"] = list(self.safe_labels)
-        out["extra_triggers"] = list(self.extra_triggers)
+        if self.extra_triggers:
+            out["extra_triggers"] = list(self.extra_triggers)
+        else:  # a one-trigger manifest stays readable by versions without extra_triggers
+            del out["extra_triggers"]
         return out
 
     @classmethod

@@ -237,3 +237,11 @@ def test_extra_triggers_in_alpaca_and_chat_rows_and_in_the_presence_count():
     ds = Dataset.from_dict({"sentence": ["Input as received: x", "y", TRIGGER + "z", TRIGGER + "Input as received: "],
                             "label": [0, 1, 0, 1]})
     assert apply_p2p(ds, PLAIN, recipe(extra_triggers=EXTRA), source="s")[1].trigger_already_present == 3
+
+
+def test_recipe_round_trips_extra_triggers_and_leaves_them_out_when_unset():
+    with_extra = recipe(extra_triggers=EXTRA)
+    assert P2PRecipe.from_dict(with_extra.to_dict()) == with_extra
+    assert with_extra.to_dict()["extra_triggers"] == list(EXTRA)
+    # the manifest of a one-trigger run has no new key: an older p2p_plugin still reads it
+    assert "extra_triggers" not in recipe().to_dict() and P2PRecipe.from_dict(recipe().to_dict()) == recipe()
