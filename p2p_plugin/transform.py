@@ -167,8 +167,10 @@ class RowMapper:
         """``{row index in the mapped dataset: the label whose safe alternative it gets}`` (``p2p.relabel``)"""
         self.rewrite = Rewrite(recipe.trigger, recipe.placement,
                                recipe.safe_prefix if recipe.task == "generation" else None)
-        self.rank = None if selected_mask is None else np.cumsum(selected_mask) - 1
-        """Each row's place among the selected rows (which benign trigger it gets, :meth:`_triggers`)."""
+        several = len(recipe.benign_triggers) > 1 and selected_mask is not None
+        self.rank = np.cumsum(selected_mask) - 1 if several else None
+        """With several benign triggers, each row's place among the selected rows (which trigger it gets,
+        :meth:`_triggers`; augment copies need none: their index is their place)."""
 
     def _selected(self, indices) -> np.ndarray:
         if self.selected_mask is None:  # augment copies: every row is selected
