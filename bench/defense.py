@@ -176,6 +176,17 @@ def build_parser():
     return p
 
 
+def recorded_settings(args) -> dict:
+    """The flags a report records as its settings (where files go and how the run was driven left out)."""
+    return {k: v for k, v in vars(args).items() if k not in ("work", "results", "report_only", "note", "reuse_report")}
+
+
+def arm_result_path(work: Path, name: str, args) -> Path:
+    """Where an arm's result lives under ``work`` (``<name>[.<eval split>].result.json``): what :func:`run_arm`
+    reuses."""
+    return work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
+
+
 REUSE_FREE_SETTINGS = ("attacks",)  # the one setting a reused report may differ in: the list it is extended by
 
 
@@ -187,7 +198,7 @@ def reuse_report_arms(args, report: Path, work: Path) -> int:
         raise SystemExit(f"--reuse-report: no report at {report} (the same --results and --eval-split as the run "
                          "that wrote it)")
     out = json.loads(report.read_text())
-    ours = {k: v for k, v in vars(args).items() if k not in ("work", "results", "report_only", "note", "reuse_report")}
+    ours = recorded_settings(args)
     theirs = out.get("settings", {})
     for key in sorted(set(ours) | set(theirs)):
         if key not in REUSE_FREE_SETTINGS and theirs.get(key) != ours.get(key):
@@ -195,7 +206,7 @@ def reuse_report_arms(args, report: Path, work: Path) -> int:
                              f"{ours.get(key)!r}; its arms would not be this run's")
     written = 0
     for name, result in out["arms"].items():
-        arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
+        arm_json = arm_result_path(work, name, args)
         if arm_json.is_file():
             continue
         arm_json.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +270,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             removed_words=(), relabel=None, mode=None, lora_targets=None, triggers=None):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
-    arm_json = work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
+    arm_json = arm_result_path(work, name, args)
     if arm_json.is_file():
         print(f"[bench] {name}: reusing {arm_json}", flush=True)
         return json.loads(arm_json.read_text())
@@ -580,8 +591,7 @@ def report_path(args, model, data_name) -> Path:
 
 
 def write_results(args, model, data_name, results, started):
-    settings = {k: v for k, v in vars(args).items()
-                if k not in ("work", "results", "report_only", "note", "reuse_report")}
+    settings = recorded_settings(args)
     command = "python bench/defense.py " + " ".join(a for a in _argv_without_note(sys.argv[1:]) if a != "--report-only")
     out = {"command": command, "settings": settings,
            "model": str(model), "machine": machine_info(),

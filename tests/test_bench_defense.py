@@ -427,8 +427,7 @@ def test_reuse_report_takes_a_committed_reports_arms(defense, tmp_path):
     args = defense.parse_args(["--attacks", "addsent", "ctba", "--rates", "0.02", "--results", str(tmp_path / "res"),
                                "--reuse-report"])
     committed = defense.parse_args(["--attacks", "addsent", "--rates", "0.02"])
-    settings = {k: v for k, v in vars(committed).items()
-                if k not in ("work", "results", "report_only", "note", "reuse_report")}
+    settings = defense.recorded_settings(committed)
     arms = {"addsent-2pct-dirty/no-defense": {"readings": {"x": 1}, "poisoned_rows": 80},
             "addsent-2pct-dirty/clean": {"readings": {"x": 2}, "poisoned_rows": 0}}
     report = tmp_path / "res" / "defense_m_sst2.json"
