@@ -112,11 +112,6 @@ def jaccard(a: set, b: set) -> float | None:
     return len(a & b) / len(a | b) if a | b else None
 
 
-def result_suffix(args) -> str:
-    """The name ending of bench/defense.py's per-arm result for ``--eval-split``."""
-    return ".result.json" if args.eval_split == "dev" else f".{args.eval_split}.result.json"
-
-
 def rate(r) -> dict:
     return {"k": r.k, "n": r.n, "value": r.value, "ci95": list(r.ci95)}  # unrounded, as bench/defense.py stores it
 
@@ -139,6 +134,7 @@ def test_sets(folder: Path, split: str, eval_rows: int) -> tuple[tuple[list, lis
 
 
 def measure_arm(folder: Path, arm: str, args, clean, triggered) -> dict | None:
+    from defense import arm_result_path
     from p2p_plugin.manifest import read_manifest
 
     members = {s: folder / member_name(arm, s) for s in args.seeds if has_weights(folder / member_name(arm, s))}
@@ -168,7 +164,7 @@ def measure_arm(folder: Path, arm: str, args, clean, triggered) -> dict | None:
     out = {"members": {str(s): str(p.relative_to(args.work)) for s, p in members.items()}, "seeds": {}, "ensembles": {}}
     for s, r in singles.items():
         out["seeds"][str(s)] = {k: v for k, v in r.items() if k != "trig_pred"}
-        recorded = folder / f"{member_name(arm, s)}{result_suffix(args)}"
+        recorded = arm_result_path(folder, member_name(arm, s), args)
         if recorded.is_file():  # bench/defense.py's own reading of this member (same rows when --eval-rows agree)
             asr = json.loads(recorded.read_text())["readings"]["p2p"]["asr"]["projected"]["k"]
             out["seeds"][str(s)]["matches_defense_result"] = asr == r["asr"]["k"]
@@ -189,7 +185,7 @@ def measure_arm(folder: Path, arm: str, args, clean, triggered) -> dict | None:
         for combo in itertools.combinations(members, size):
             r = read([clean_p[s] for s in combo], [trig_p[s] for s in combo])
             out["ensembles"]["+".join(map(str, combo))] = {k: v for k, v in r.items() if k != "trig_pred"}
-    floor = folder / f"clean{result_suffix(args)}"
+    floor = arm_result_path(folder, "clean", args)
     if floor.is_file():
         recorded = json.loads(floor.read_text())["readings"]["no benign trigger"]["asr"]["projected"]
         out["floor_asr"] = recorded["value"]
