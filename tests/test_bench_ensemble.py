@@ -76,6 +76,15 @@ def test_ensemble_bench_end_to_end_on_copies_of_one_model(ensemble_bench, tiny_m
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert json.loads(out.with_suffix(".json").read_text())["attacks"]["clause"]["p2p-avoid_shortcuts"] == r
     assert "| clause | p2p-avoid_shortcuts |" in out.with_suffix(".md").read_text()
+    assert "matches_defense_result" not in single  # no bench/defense.py result beside the member
+    # a bench/defense.py result of a member (its own ASR reading) is found by defense.arm_result_path and compared
+    reading = {"readings": {"p2p": {"asr": {"projected": {"k": single["asr"]["k"]}}}}}
+    (folder / "p2p-avoid_shortcuts.result.json").write_text(json.dumps(reading))
+    (folder / "p2p-avoid_shortcuts-seed2.result.json").write_text(
+        json.dumps({"readings": {"p2p": {"asr": {"projected": {"k": single["asr"]["k"] + 1}}}}}))
+    ensemble_bench.main(argv)
+    seeds = json.loads(out.with_suffix(".json").read_text())["attacks"]["clause"]["p2p-avoid_shortcuts"]["seeds"]
+    assert seeds["0"]["matches_defense_result"] is True and seeds["2"]["matches_defense_result"] is False
     # --eval-split heldout reads the rows a `defense.py --eval-split heldout` run wrote under <attack>/heldout/
     (folder / "heldout").mkdir()
     write_jsonl(folder / "heldout" / "test_clean.jsonl", clean[:6])
@@ -83,3 +92,4 @@ def test_ensemble_bench_end_to_end_on_copies_of_one_model(ensemble_bench, tiny_m
     ensemble_bench.main(argv[:-1] + [str(tmp_path / "res" / "heldout"), "--eval-split", "heldout"])
     held = json.loads((tmp_path / "res" / "heldout.json").read_text())["attacks"]["clause"]["p2p-avoid_shortcuts"]
     assert held["seeds"]["0"]["ca"]["n"] == 6 and held["seeds"]["0"]["asr"]["n"] == 2
+    assert "matches_defense_result" not in held["seeds"]["0"]  # the dev result is not the held-out reading
