@@ -84,7 +84,7 @@ GEN_TARGETS = {  # what the BackdoorLLM attacker makes the model say (see ../sha
 # The settings a reused report (--reuse-report) may differ in: lists whose values only add arms, each named after
 # its value (the attack's folder, a P2P arm's suffix), so the report's arms stay what this run would train.
 REUSE_FREE_SETTINGS = ("attacks", "selections", "ratios", "placements", "decoys", "relabel", "modes",
-                       "benign_triggers", "lora_targets")
+                       "benign_triggers", "lora_targets", "train_seeds")
 
 
 def parse_args(argv=None):

@@ -468,6 +468,8 @@ def test_reuse_report_names_another_report_and_lets_p2p_arm_lists_differ(defense
     assert "p2p-avoid_shortcuts" in defense.p2p_arms(args)
     assert json.loads(defense.arm_result_path(work, "addsent-2pct-dirty/p2p-avoid_shortcuts", args).read_text()) == \
         arms["addsent-2pct-dirty/p2p-avoid_shortcuts"]
+    seeds = defense.parse_args(["--attacks", "addsent", "--rates", "0.02", "--train-seeds", "0", "1"])
+    assert defense.reuse_report_arms(seeds, report, tmp_path / "work1") == 1  # more seeds of the P2P arms: allowed
     other = defense.parse_args(["--attacks", "addsent", "--rates", "0.02", "--benign-triggers", "3", "--epochs", "6"])
     with pytest.raises(SystemExit, match=r"epochs=2, this run has 6.0"):
         defense.reuse_report_arms(other, report, tmp_path / "work2")
