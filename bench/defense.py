@@ -197,8 +197,6 @@ def arm_result_path(work: Path, name: str, args) -> Path:
     return work / f"{name}{'' if args.eval_split == 'dev' else '.' + args.eval_split}.result.json"
 
 
-
-
 def reuse_report_arms(args, report: Path, work: Path) -> int:
     """Write each arm of ``report`` (a defense.py JSON) that ``work`` has no result for as the per-arm
     result file :func:`run_arm` reuses; the report's settings must match this run's apart from
