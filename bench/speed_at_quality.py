@@ -11,7 +11,7 @@ suspected words removed where measured),
 (the tolerances of the benchmark's targets, fixed before any run). Speed = the reference's Trainer
 runtime / the candidate's; the issue's goal is >= 3x. The reports must share the data (attack,
 rate, rows, evaluation split, seed, P2P ratio, model) and the machine; only the training recipe
-may differ, else the script stops naming the setting. Writes <out>.json and <out>.md.
+may differ (and the lists that only add other arms), else the script stops naming the setting. Writes <out>.json and <out>.md.
 
   .venv/bin/python bench/speed_at_quality.py \\
       --reference bench/results/speed_cpu/authors-loop/defense_smollm2-135m-instruct_sst2.json \\
@@ -32,15 +32,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from p2p_plugin.metrics import format_markdown_table  # noqa: E402
+from defense import REUSE_FREE_SETTINGS  # noqa: E402
 
 CA_TOLERANCE = 1.5   # points the candidate's CA may be below the reference's
 ASR_TOLERANCE = 2.0  # points the candidate's ASR may be above the reference's
 SPEED_GOAL = 3.0
 READINGS = ("p2p", "p2p, suspected words removed")
-# What the training recipe is: these settings may differ between the reports; every other recorded setting
-# defines the data, the arms or the evaluation and must be the same.
+# The settings that may differ between the reports: the training recipe, and the lists that only add arms (the
+# arm's name fixes its attack, rate, label mode and P2P variant). Every other recorded setting defines the data
+# or the evaluation and must be the same.
 RECIPE_SETTINGS = ("lr", "epochs", "micro_batch_size", "sample_packing", "sequence_len", "max_steps", "save_steps",
-                   "bf16", "device", "eval_batch_size", "preset", "arms", "selections", "reuse_report")
+                   "bf16", "device", "eval_batch_size", "preset")
+FREE_SETTINGS = RECIPE_SETTINGS + REUSE_FREE_SETTINGS + ("rates", "label_mode", "arms")
 
 
 def parse_args(argv=None):
@@ -74,7 +77,7 @@ def check_comparable(reference: dict, candidate: dict) -> None:
     """Stop, naming the setting, when a candidate's data or machine differs from the reference's."""
     ref_s, cand_s = reference["settings"], candidate["settings"]
     for key in sorted(set(ref_s) | set(cand_s)):
-        if key not in RECIPE_SETTINGS and ref_s.get(key) != cand_s.get(key):
+        if key not in FREE_SETTINGS and ref_s.get(key) != cand_s.get(key):
             raise SystemExit(f"{candidate['report']} was run with {key}={cand_s.get(key)!r}, the reference "
                              f"{reference['report']} with {ref_s.get(key)!r}: not the same data or evaluation")
     ref_m, cand_m = reference["result"].get("machine"), candidate["result"].get("machine")
@@ -116,7 +119,10 @@ def compare(reference: dict, candidate: dict) -> dict:
                          f"({', '.join(READINGS)}) with the reference")
     speedup = reference["result"]["train_runtime_s"] / candidate["result"]["train_runtime_s"]
     equal = all(r["equal_quality"] for r in readings.values())
-    return {"report": candidate["report"], "arm": candidate["arm"], "recipe": recipe(candidate["settings"]),
+    name = recipe(candidate["settings"])
+    if candidate["arm"] != reference["arm"]:
+        name += f" (arm {candidate['arm']})"
+    return {"report": candidate["report"], "arm": candidate["arm"], "recipe": name,
             "train_runtime_s": candidate["result"]["train_runtime_s"],
             "train_wall_s": candidate["result"].get("train_wall_s"), "final_loss": candidate["result"].get("final_loss"),
             "speedup": speedup, "readings": readings, "equal_quality": equal,

@@ -35,8 +35,10 @@ def write_report(path, settings, ca_k, asr_k, runtime, machine=CPU, removed=None
 
 def test_equal_quality_needs_ca_and_asr_within_tolerance_on_every_shared_reading(speed, tmp_path):
     ref = write_report(tmp_path / "ref.json", AUTHORS, ca_k=850, asr_k=100, runtime=3000, removed=(850, 60))
-    # CA 1.5 points lower and ASR 2 points higher: still equal (the edges of the tolerances), 4x faster
-    edge = write_report(tmp_path / "edge.json", PACKED, ca_k=835, asr_k=110, runtime=750, removed=(835, 70))
+    # CA 1.5 points lower and ASR 2 points higher: still equal (the edges of the tolerances), 4x faster; its report
+    # has more attacks (other arms), which does not change this arm's data
+    edge = write_report(tmp_path / "edge.json", {**PACKED, "attacks": ["badnets", "addsent"]}, ca_k=835, asr_k=110,
+                        runtime=750, removed=(835, 70))
     # as trained within tolerance, but with the words removed its ASR is 2.4 points higher: not equal
     worse = write_report(tmp_path / "worse.json", PACKED, ca_k=860, asr_k=90, runtime=600, removed=(850, 72))
     out = speed.main(["--reference", ref, "--candidates", edge, worse, "--out", str(tmp_path / "sq")])
