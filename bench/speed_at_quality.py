@@ -31,13 +31,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from p2p_plugin.evaluate import WORDS_REMOVED, table_rows  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table  # noqa: E402
 from defense import REUSE_FREE_SETTINGS  # noqa: E402
 
 CA_TOLERANCE = 1.5   # points the candidate's CA may be below the reference's
 ASR_TOLERANCE = 2.0  # points the candidate's ASR may be above the reference's
 SPEED_GOAL = 3.0
-READINGS = ("p2p", "p2p, suspected words removed")
+READINGS = ("p2p", f"p2p, {WORDS_REMOVED}")
 # The settings that may differ between the reports: the training recipe, and the lists that only add arms (the
 # arm's name fixes its attack, rate, label mode and P2P variant). Every other recorded setting defines the data
 # or the evaluation and must be the same.
@@ -97,17 +98,20 @@ def recipe(settings: dict) -> str:
 
 
 def point(result: dict, reading: str, metric: str) -> dict | None:
-    value = result["readings"].get(reading, {}).get(metric, {}).get("projected")
-    return None if value is None else {"pct": 100 * value["value"], "ci95": [100 * x for x in value["ci95"]],
-                                       "k": value["k"], "n": value["n"]}
+    """One reading's projected ``CA`` or ``ASR`` in percent (None when the arm lacks the reading)."""
+    row = next((row for row in table_rows("", result) if row["inference"] == reading), None)
+    if row is None:
+        return None
+    rate = row[metric]
+    return {"pct": 100 * rate.value, "ci95": [100 * x for x in rate.ci95], "k": rate.k, "n": rate.n}
 
 
 def compare(reference: dict, candidate: dict) -> dict:
     """The candidate against the reference: quality on every shared reading, runtime ratio, verdict."""
     readings = {}
     for reading in READINGS:
-        ref_ca, ref_asr = point(reference["result"], reading, "ca"), point(reference["result"], reading, "asr")
-        ca, asr = point(candidate["result"], reading, "ca"), point(candidate["result"], reading, "asr")
+        ref_ca, ref_asr = point(reference["result"], reading, "CA"), point(reference["result"], reading, "ASR")
+        ca, asr = point(candidate["result"], reading, "CA"), point(candidate["result"], reading, "ASR")
         if None in (ref_ca, ref_asr, ca, asr):
             continue
         # rounded so that a difference of exactly the tolerance (e.g. 83.5 - 85.0) is not lost to float error
@@ -130,12 +134,13 @@ def compare(reference: dict, candidate: dict) -> dict:
 
 
 def reference_summary(reference: dict) -> dict:
+    readings = {r: {"ca": point(reference["result"], r, "CA"), "asr": point(reference["result"], r, "ASR")}
+                for r in READINGS}
     return {"report": reference["report"], "arm": reference["arm"], "recipe": recipe(reference["settings"]),
             "train_runtime_s": reference["result"]["train_runtime_s"],
             "train_wall_s": reference["result"].get("train_wall_s"),
             "final_loss": reference["result"].get("final_loss"),
-            "readings": {r: {"ca": point(reference["result"], r, "ca"), "asr": point(reference["result"], r, "asr")}
-                         for r in READINGS if point(reference["result"], r, "ca") is not None}}
+            "readings": {r: v for r, v in readings.items() if v["ca"] is not None}}
 
 
 def _cell(p: dict) -> str:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from bench_helpers import bench_modules
+from p2p_plugin.metrics import Rate
 
 ARM = "badnets-10pct-dirty/p2p-avoid_shortcuts"
 CPU = {"cpus": 2, "python": "3.11.9"}
@@ -19,15 +20,17 @@ def speed():
         yield module
 
 
-def rate(k, n):
-    return {"k": k, "n": n, "value": k / n, "ci95": [max(0.0, k / n - 0.03), min(1.0, k / n + 0.03)]}
+def reading(ca_k, asr_k):
+    """A classification reading as bench/defense.py stores it (1000 clean rows, 500 triggered)."""
+    ca, asr = Rate(ca_k, 1000).to_dict(), Rate(asr_k, 500).to_dict()
+    return {"ca": {"projected": ca, "strict": ca}, "asr": {"projected": asr, "strict": asr},
+            "n_clean": 1000, "n_triggered": 500}
 
 
 def write_report(path, settings, ca_k, asr_k, runtime, machine=CPU, removed=None):
-    readings = {"p2p": {"ca": {"projected": rate(ca_k, 1000)}, "asr": {"projected": rate(asr_k, 500)}}}
+    readings = {"p2p": reading(ca_k, asr_k)}
     if removed:
-        readings["p2p, suspected words removed"] = {"ca": {"projected": rate(removed[0], 1000)},
-                                                   "asr": {"projected": rate(removed[1], 500)}}
+        readings["p2p, suspected words removed"] = reading(*removed)
     arm = {"readings": readings, "train_runtime_s": runtime, "train_wall_s": runtime + 15, "machine": machine}
     path.write_text(json.dumps({"command": "python bench/defense.py ...", "settings": settings, "arms": {ARM: arm}}))
     return str(path)
