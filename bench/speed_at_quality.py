@@ -9,8 +9,8 @@ suspected words removed where measured),
   CA  >= reference CA  - 1.5 points   and   ASR <= reference ASR + 2 points
 
 (the tolerances of the benchmark's targets, fixed before any run). Speed = the reference's Trainer
-runtime / the candidate's; the issue's goal is >= 3x. The reports must share the data (attack,
-rate, rows, evaluation split, seed, P2P ratio, model) and the machine; only the training recipe
+runtime / the candidate's; the issue's goal is >= 3x. The arms must be the same attack's (attack, rate,
+label mode), and the reports must share the rows, evaluation split, seed, P2P ratio, model and machine; only the training recipe
 may differ (and the lists that only add other arms), else the script stops naming the setting. Writes <out>.json and <out>.md.
 
   .venv/bin/python bench/speed_at_quality.py \\
@@ -76,6 +76,10 @@ def load_arm(spec: str, default_arm: str) -> dict:
 
 def check_comparable(reference: dict, candidate: dict) -> None:
     """Stop, naming the setting, when a candidate's data or machine differs from the reference's."""
+    ref_attack, cand_attack = reference["arm"].split("/")[0], candidate["arm"].split("/")[0]
+    if ref_attack != cand_attack:  # the attack, rate and label mode: the settings lists only add arms, the arm fixes them
+        raise SystemExit(f"{candidate['report']}: arm {candidate['arm']!r} is trained on {cand_attack}, the reference "
+                         f"arm {reference['arm']!r} on {ref_attack}: not the same data")
     ref_s, cand_s = reference["settings"], candidate["settings"]
     for key in sorted(set(ref_s) | set(cand_s)):
         if key not in FREE_SETTINGS and ref_s.get(key) != cand_s.get(key):

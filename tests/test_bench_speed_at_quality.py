@@ -27,12 +27,12 @@ def reading(ca_k, asr_k):
             "n_clean": 1000, "n_triggered": 500}
 
 
-def write_report(path, settings, ca_k, asr_k, runtime, machine=CPU, removed=None):
+def write_report(path, settings, ca_k, asr_k, runtime, machine=CPU, removed=None, arm_name=ARM):
     readings = {"p2p": reading(ca_k, asr_k)}
     if removed:
         readings["p2p, suspected words removed"] = reading(*removed)
     arm = {"readings": readings, "train_runtime_s": runtime, "train_wall_s": runtime + 15, "machine": machine}
-    path.write_text(json.dumps({"command": "python bench/defense.py ...", "settings": settings, "arms": {ARM: arm}}))
+    path.write_text(json.dumps({"command": "python bench/defense.py ...", "settings": settings, "arms": {arm_name: arm}}))
     return str(path)
 
 
@@ -78,4 +78,9 @@ def test_reports_on_other_data_or_another_machine_are_refused_naming_why(speed, 
     with pytest.raises(SystemExit, match="has no arm 'badnets-10pct-dirty/p2p-random'"):
         speed.main(["--reference", ref, "--candidates", f"{ref}#badnets-10pct-dirty/p2p-random",
                     "--out", str(tmp_path / "sq")])
+    more_attacks = write_report(tmp_path / "more.json", {**PACKED, "attacks": ["badnets", "addsent"]}, ca_k=850,
+                                asr_k=100, runtime=700, arm_name="addsent-10pct-dirty/p2p-avoid_shortcuts")
+    with pytest.raises(SystemExit, match="trained on addsent-10pct-dirty"):  # its settings may list more attacks,
+        speed.main(["--reference", ref, "--candidates",                      # but the arm read must be the same attack's
+                    f"{more_attacks}#addsent-10pct-dirty/p2p-avoid_shortcuts", "--out", str(tmp_path / "sq")])
     assert not (tmp_path / "sq.json").exists()
