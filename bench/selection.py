@@ -37,12 +37,13 @@ from p2p_plugin.selection import RowView, get_selection_strategy, select_rows  #
 STRATEGIES = ("random", "avoid_shortcuts")
 
 
-def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, key: str, trigger_words=None) -> dict:
-    """``trigger_words``: the attack's trigger words where known (SST-2 simulations), to check the audit."""
+def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, trigger_words=None) -> dict:
+    """``trigger_words``: the attack's trigger words where known (SST-2 simulations), to check the audit. The
+    selection seed is mixed with the rows' fingerprint, as the plugin's (``transform.benign_rows``)."""
     view = RowView(texts=texts, answers=answers)
     out = {"rows": len(texts), "poisoned": len(poisoned)}
     for name in STRATEGIES:
-        chosen = select_rows(len(texts), ratio, seed, name, dataset_key=key, rows=view)
+        chosen = select_rows(len(texts), ratio, seed, name, dataset_key=view.fingerprint(), rows=view)
         inside = sum(1 for i in chosen.tolist() if i in poisoned)
         entry = {"selected": int(len(chosen)), "poisoned_in_subset": inside}
         if name == "avoid_shortcuts":
@@ -123,7 +124,7 @@ def main(argv=None):
     cases = {}
     for name, texts, answers, poisoned, words in [*sst2_cases(data_dir, args.sizes, args.rates, args.seed),
                                                   *backdoorllm_cases(data_dir, args.rates, args.seed)]:
-        cases[name] = measure(texts, answers, poisoned, args.ratio, args.seed, name, words)
+        cases[name] = measure(texts, answers, poisoned, args.ratio, args.seed, words)
         r, a = cases[name]["random"], cases[name]["avoid_shortcuts"]
         print(f"{name:42s} poisoned {cases[name]['poisoned']:4d}  in subset: random {r['poisoned_in_subset']:3d}  "
               f"avoid_shortcuts {a['poisoned_in_subset']:3d}  (clean rows flagged {a['clean_rows_flagged']})", flush=True)
