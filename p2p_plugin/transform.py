@@ -271,14 +271,16 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str) -> tuple[Trans
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
         if index is not None:
+            batch_codes = np.empty(len(answers), dtype=np.int32)
             for i, answer in enumerate(answers):
                 try:
-                    codes.append(index[label_space.normalize(answer)])
+                    batch_codes[i] = index[label_space.normalize(answer)]
                 except LabelError as err:
                     raise DataError(
                         f"{source}, row {offset + i}: {err}. Fix the row or add the label to p2p.labels "
                         f"(rows are never dropped or kept silently)"
                     ) from None
+            codes.append(batch_codes)
         update_fingerprint(digest, texts, answers)
         present += count_rows_containing(texts, *recipe.benign_triggers)
         offset += len(answers)
@@ -286,7 +288,7 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str) -> tuple[Trans
                              trigger_already_present=present)
     if index is None:
         return report, None
-    row_labels = np.asarray(codes, dtype=np.int32)
+    row_labels = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32)
     counts = np.bincount(row_labels, minlength=len(index))
     report.labels_before = {label: int(counts[i]) for label, i in index.items()}
     return report, row_labels
