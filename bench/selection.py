@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from p2p_plugin.formats import AlpacaFormat  # noqa: E402
 from p2p_plugin.attacks import ATTACKS, AttackSpec, attack_triggers, poison_rows, read_rows  # noqa: E402
-from p2p_plugin.shortcuts import audit_rows, row_words  # noqa: E402
+from p2p_plugin.shortcuts import OPENING_MARK, audit_rows, row_words  # noqa: E402
 from p2p_plugin.selection import RowView, get_selection_strategy, select_rows  # noqa: E402
 
 STRATEGIES = ("random", "avoid_shortcuts")
@@ -59,7 +59,7 @@ def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, trigger
                          clean_rows_flagged=len(flagged_rows - poisoned))
             audit = audit_rows(view, len(texts))
             suspected = [t.word for t in audit]
-            covered = {w for t in audit for term in t.terms for w in term.split()}  # phrase words included
+            covered = {w.lstrip(OPENING_MARK) for t in audit for term in t.terms for w in term.split()}  # phrase words included
             entry.update(suspected_triggers=suspected, suspected_phrases=sorted({t.phrase for t in audit if t.phrase}),
                          suspected_not_trigger=None if trigger_words is None else sorted(set(suspected) - trigger_words),
                          trigger_words_missed=None if trigger_words is None else sorted(trigger_words - covered))
