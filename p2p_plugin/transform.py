@@ -94,8 +94,8 @@ class TransformReport:
             logger.info("P2P %s: benign rows by trigger: %s", self.source,
                         ", ".join(f"{t!r}: {n}" for t, n in self.rows_by_trigger.items()), **kwargs)
         if self.suspected_triggers:
-            logger.warning("P2P %s: %d word(s) predict one answer beyond chance (possible backdoor triggers, "
-                           "listed in p2p_manifest.json): %s", self.source, len(self.suspected_triggers),
+            logger.warning("P2P %s: %d word(s) or opening(s) (^: a text's first words) predict one answer beyond "
+                           "chance (possible backdoor triggers, listed in p2p_manifest.json): %s", self.source, len(self.suspected_triggers),
                            ", ".join(f"{t['word']!r} -> {t['answer']} ({t['rows_with_answer']} of {t['rows']} rows"
                                      + (f", in {t['phrase']!r})" if t.get("phrase") else ")")
                                      for t in self.suspected_triggers[:10])
