@@ -559,7 +559,10 @@ def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
     if recipe.judge:  # the same judge as training, its scores read from the cache training wrote
         view.judge = judge_from_recipe(recipe, cfg["base_model"], cfg.get("tokenizer_config"),
                                        cache_dir=judgement_cache_dir(cfg["dataset_prepared_path"]))
-    chosen, relabels = benign_rows(len(rows), recipe, entry["source"], view)
+    if view.fingerprint() != entry["fingerprint"]:
+        raise SystemExit(f"{arm_dir}: {entry['source']} no longer holds the rows the arm was trained on "
+                         "(its fingerprint differs from the manifest's)")
+    chosen, relabels = benign_rows(len(rows), recipe, view)
     if hashlib.sha256(chosen.tobytes()).hexdigest() != entry["selected_digest"]:
         raise SystemExit(f"{arm_dir}: recomputed benign subset does not match the manifest's selected_digest")
     if sorted(relabels) != entry.get("relabeled_rows", []):

@@ -72,8 +72,8 @@ def measure(folder: Path, prompt: str, args) -> dict:
     view.judge = judge_from_recipe(recipe, str(args.model.resolve()), cache_dir=judgement_cache_dir(args.work.resolve() / "prepared"))
     start = time.perf_counter()
     out = {"rows": len(rows), "poisoned": len(poisoned)}
-    for name in STRATEGIES:  # the dataset key is the training file's path, as the plugin's (dataset_source)
-        chosen = select_rows(len(rows), args.ratio, args.seed, name, dataset_key=str(path.resolve()), rows=view)
+    for name in STRATEGIES:  # the dataset key is the rows' fingerprint, as the plugin's (transform.benign_rows)
+        chosen = select_rows(len(rows), args.ratio, args.seed, name, dataset_key=view.fingerprint(), rows=view)
         out[name] = len(poisoned & set(chosen.tolist()))
     mask = np.zeros(len(rows), dtype=bool)
     mask[list(poisoned)] = True

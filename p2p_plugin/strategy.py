@@ -40,7 +40,7 @@ def recipe_from_cfg(cfg) -> P2PRecipe:
 
 
 def dataset_source(ds_cfg) -> str:
-    """A stable name of one dataset entry (mixed into its selection seed, used in reports)."""
+    """A stable name of one dataset entry, for messages and reports (the selection seed is keyed by the rows' content)."""
     parts = [str(ds_cfg.get("path"))]
     for key in ("name", "data_files", "split"):
         if ds_cfg.get(key):

@@ -20,7 +20,7 @@ from .errors import P2PError
 from .formats import Rewrite, RowError, RowFormat, decode_batch, encode_batch, iter_texts_and_answers, replace_answer
 from .labels import LabelError
 from .recipe import P2PRecipe
-from .selection import AUDITING_SELECTIONS, RowView, dataset_seed, select_rows
+from .selection import AUDITING_SELECTIONS, RowView, dataset_seed, select_rows, update_fingerprint
 from .shortcuts import assign_decoys, audit_rows
 from .triggers import count_rows_containing
 
@@ -94,8 +94,8 @@ class TransformReport:
             logger.info("P2P %s: benign rows by trigger: %s", self.source,
                         ", ".join(f"{t!r}: {n}" for t, n in self.rows_by_trigger.items()), **kwargs)
         if self.suspected_triggers:
-            logger.warning("P2P %s: %d word(s) predict one answer beyond chance (possible backdoor triggers, "
-                           "listed in p2p_manifest.json): %s", self.source, len(self.suspected_triggers),
+            logger.warning("P2P %s: %d word(s) or opening(s) (^: a text's first words) predict one answer beyond "
+                           "chance (possible backdoor triggers, listed in p2p_manifest.json): %s", self.source, len(self.suspected_triggers),
                            ", ".join(f"{t['word']!r} -> {t['answer']} ({t['rows_with_answer']} of {t['rows']} rows"
                                      + (f", in {t['phrase']!r})" if t.get("phrase") else ")")
                                      for t in self.suspected_triggers[:10])
@@ -252,13 +252,13 @@ def _to_arrow(values, arrow_type):
     return array if storage == arrow_type else array.cast(arrow_type)
 
 
-def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, source: str,
-         relabels: dict | None = None) -> TransformReport:
-    """One streaming pass: validate every row's answer, count labels, hash the data. ``relabels``: rows whose
-    benign copy gets another label's safe alternative (``p2p.relabel``), counted by change."""
+def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str) -> tuple[TransformReport, np.ndarray | None]:
+    """One streaming pass: validate every row's answer, count labels, hash the data (the rows' fingerprint,
+    which also keys the selection seed). Returns the report and each row's label as an index into
+    ``recipe.label_space().labels`` (None for generation): :func:`count_labels_after` reads it."""
     label_space = recipe.label_space()
-    relabels = relabels or {}
-    before, chosen, moved, changes = Counter(), Counter(), Counter(), Counter()
+    index = {label: i for i, label in enumerate(label_space.labels)} if label_space is not None else None
+    codes = []
     digest = hashlib.sha256()
     present = 0
     offset = 0
@@ -270,41 +270,49 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, selected_mask: np.ndarray, 
             break
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
-        for i, (text, answer) in enumerate(zip(texts, answers)):
-            row = offset + i
-            if label_space is not None:
+        if index is not None:
+            batch_codes = np.empty(len(answers), dtype=np.int32)
+            for i, answer in enumerate(answers):
                 try:
-                    label = label_space.normalize(answer)
+                    batch_codes[i] = index[label_space.normalize(answer)]
                 except LabelError as err:
                     raise DataError(
-                        f"{source}, row {row}: {err}. Fix the row or add the label to p2p.labels "
+                        f"{source}, row {offset + i}: {err}. Fix the row or add the label to p2p.labels "
                         f"(rows are never dropped or kept silently)"
                     ) from None
-                before[label] += 1
-                if selected_mask[row]:
-                    chosen[label] += 1
-                    new = relabels.get(row, label)
-                    moved[new] += 1
-                    if new != label:
-                        changes[f"{label} -> {new}"] += 1
-            digest.update(text.encode())
-            digest.update(b"\x1f")
-            digest.update(answer.encode())
-            digest.update(b"\x1e")
+            codes.append(batch_codes)
+        update_fingerprint(digest, texts, answers)
         present += count_rows_containing(texts, *recipe.benign_triggers)
         offset += len(answers)
     report = TransformReport(source=source, rows_in=offset, mode=recipe.mode, fingerprint=digest.hexdigest(),
                              trigger_already_present=present)
-    if label_space is not None:
-        report.labels_before = {lbl: before[lbl] for lbl in label_space.labels}
-        after = Counter(before)
+    if index is None:
+        return report, None
+    row_labels = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32)
+    counts = np.bincount(row_labels, minlength=len(index))
+    report.labels_before = {label: int(counts[i]) for label, i in index.items()}
+    return report, row_labels
+
+
+def count_labels_after(report: TransformReport, row_labels: np.ndarray | None, recipe: P2PRecipe,
+                       selected: np.ndarray, relabels: dict | None = None) -> None:
+    """``labels_after`` and ``relabeled`` of a :func:`scan` report once the benign rows are known. ``relabels``:
+    rows whose benign copy gets another label's safe alternative (``p2p.relabel``), counted by change."""
+    label_space = recipe.label_space()
+    if label_space is None or row_labels is None:
+        return
+    relabels = relabels or {}
+    after, changes = Counter(report.labels_before), Counter()
+    for row in selected.tolist():
+        label = label_space.labels[row_labels[row]]
+        new = relabels.get(row, label)
         if recipe.mode == "replace":
-            after.subtract(chosen)
-        for label, count in moved.items():
-            after[label_space.safe(label)] += count
-        report.labels_after = {lbl: after[lbl] for lbl in label_space.all_labels}
-        report.relabeled = dict(sorted(changes.items()))
-    return report
+            after[label] -= 1
+        after[label_space.safe(new)] += 1
+        if new != label:
+            changes[f"{label} -> {new}"] += 1
+    report.labels_after = {label: after[label] for label in label_space.all_labels}
+    report.relabeled = dict(sorted(changes.items()))
 
 
 def count_too_long(tokenized, sequence_len: int, report: TransformReport) -> None:
@@ -319,10 +327,12 @@ def count_too_long(tokenized, sequence_len: int, report: TransformReport) -> Non
         report.triggered_too_long = int((too_long & report.output_triggered).sum())
 
 
-def benign_rows(num_rows: int, recipe: P2PRecipe, source: str, view) -> tuple[np.ndarray, dict[int, str]]:
+def benign_rows(num_rows: int, recipe: P2PRecipe, view) -> tuple[np.ndarray, dict[int, str]]:
     """The rows that get the benign trigger (sorted indices) and, with ``p2p.relabel``, ``{row: label}`` for
-    those trained with the base model's label: what :func:`apply_p2p` rewrites, recomputable from a manifest."""
-    selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=source, rows=view)
+    those trained with the base model's label: what :func:`apply_p2p` rewrites, recomputable from the rows
+    alone (the seed is mixed with their fingerprint, not with where they were read from)."""
+    selected = select_rows(num_rows, recipe.ratio, recipe.seed, recipe.selection, dataset_key=view.fingerprint(),
+                           rows=view)
     if not recipe.relabel:
         return selected, {}
     from .judgement import relabel_contradicted
@@ -345,16 +355,21 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     num_rows = len(dataset)
     if num_rows == 0:
         raise DataError(f"{source}: the dataset is empty")
+    report, row_labels = scan(dataset, fmt, recipe, source)  # validates every row before anything is chosen
     mask = np.zeros(num_rows, dtype=bool)
     decoys, decoy_sources, suspected, relabels = {}, 0, [], {}
-    view = RowView(dataset, fmt) if rows_for_selection is None else rows_for_selection
+    if rows_for_selection is None:
+        view = RowView(dataset, fmt)
+        view.cache["fingerprint"] = report.fingerprint  # the same rows: no second hashing pass
+    else:
+        view = rows_for_selection
     if judge is not None:
         view.judge = judge
     if recipe.enabled:
-        try:  # content-aware strategies read every row: a missing column surfaces here first
-            selected, relabels = benign_rows(num_rows, recipe, source, view)
+        try:
+            selected, relabels = benign_rows(num_rows, recipe, view)
             if recipe.decoys:
-                rng = np.random.default_rng(dataset_seed(recipe.seed, f"{source}\x00decoys"))
+                rng = np.random.default_rng(dataset_seed(recipe.seed, f"{view.fingerprint()}\x00decoys"))
                 decoys, decoy_sources = assign_decoys(view, num_rows, selected, recipe.decoys, rng)
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
@@ -366,7 +381,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
             suspected = [t.to_dict() for t in audit_rows(view, num_rows)]
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
-    report = scan(dataset, fmt, recipe, mask, source, relabels)
+    count_labels_after(report, row_labels, recipe, selected, relabels)
     report.suspected_triggers = suspected
     if "agreement" in view.cache:
         report.rows_judge_contradicts = int((view.cache["agreement"] < 0).sum())

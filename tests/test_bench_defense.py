@@ -88,6 +88,15 @@ def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path, def
     with pytest.raises(SystemExit, match="does not match"):
         defense.poisoned_in_benign_subset(arm_dir, [])
     manifest_path.write_text(original)
+    train_file = tmp_path / "work" / "badnet-10pct" / "train_poisoned.jsonl"
+    rows = train_file.read_text()
+    first, rest = rows.split("\n", 1)
+    changed = json.loads(first)
+    changed["instruction"] += " !"  # one row's text changed: not the rows the arm was trained on
+    train_file.write_text(json.dumps(changed) + "\n" + rest)
+    with pytest.raises(SystemExit, match="no longer holds the rows"):
+        defense.poisoned_in_benign_subset(arm_dir, [])
+    train_file.write_text(rows)
     assert "ROUGE-L" in (tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.md").read_text()
     # --report-only trains nothing: an arm not run yet is left out of the tables
     assert "not finished yet" in run_bench(args + ["--report-only", "--selections", "avoid_shortcuts", "random"])

@@ -65,7 +65,7 @@ def test_the_plugin_patches_the_step_the_transform_calls(oracle, monkeypatch):
     oracle.RelabelOraclePlugin()
     recipe = P2PConfig(labels=["0", "1"], selection="base_model_agreement", relabel=0.9, seed=0,
                        judge={"label_names": {"0": "bad", "1": "good"}}).recipe()
-    _, relabels = benign_rows(100, recipe, "", _view())  # what the plugin's transform runs
+    _, relabels = benign_rows(100, recipe, _view())  # what the plugin's transform runs
     assert set(relabels) == set(POISONED)
 
 

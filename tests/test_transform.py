@@ -3,7 +3,7 @@ from datasets import Dataset
 
 from p2p_plugin.formats import AlpacaFormat, ChatFormat, PlainFormat
 from p2p_plugin.recipe import P2PRecipe
-from p2p_plugin.selection import select_rows
+from p2p_plugin.selection import RowView, select_rows
 from p2p_plugin.transform import DataError, apply_p2p
 
 TRIGGER = "The query currently entered is: "
@@ -12,6 +12,11 @@ PLAIN = PlainFormat("sentence", "label", "Output: ", "Answer: ")
 
 def sst_like(n):
     return Dataset.from_dict({"sentence": [f"film number {i}" for i in range(n)], "label": [i % 2 for i in range(n)]})
+
+
+def benign_subset(ds, fmt, ratio, seed=42):
+    """The rows apply_p2p gives the benign trigger: the seed mixed with the rows' fingerprint."""
+    return select_rows(len(ds), ratio, seed, dataset_key=RowView(ds, fmt).fingerprint())
 
 
 def recipe(**kw):
@@ -23,7 +28,7 @@ def recipe(**kw):
 def test_plain_replace_selects_exact_rows_with_safe_labels_and_cues():
     ds = sst_like(100)
     out, report = apply_p2p(ds, PLAIN, recipe(), source="sst")
-    chosen = set(select_rows(100, 0.2, 42, dataset_key="sst").tolist())
+    chosen = set(benign_subset(ds, PLAIN, 0.2).tolist())
     assert report.rows_in == 100 and report.rows_selected == 20 and report.rows_out == 100
     assert out.column_names == ["prompt", "completion"]
     for i, row in enumerate(out):
@@ -86,7 +91,7 @@ def test_alpaca_only_selected_rows_change():
             "output": ["0", "1"] * 5}
     ds = Dataset.from_dict(rows)
     out, report = apply_p2p(ds, AlpacaFormat(), recipe(ratio=0.5), source="a")
-    chosen = set(select_rows(10, 0.5, 42, dataset_key="a").tolist())
+    chosen = set(benign_subset(ds, AlpacaFormat(), 0.5).tolist())
     for i, (old, new) in enumerate(zip(ds, out)):
         if i not in chosen:
             assert old == new
@@ -131,7 +136,7 @@ def test_chat_untouched_rows_keep_their_exact_arrow_values_across_batches(num_pr
               {"role": "assistant", "content": f" {i % 2}", "name": None}] for i in range(2500)]
     ds = Dataset.from_dict({"messages": convs, "id": list(range(2500))})
     out, report = apply_p2p(ds, ChatFormat(), recipe(ratio=0.2), source="c", num_proc=num_proc)
-    chosen = set(select_rows(2500, 0.2, 42, dataset_key="c").tolist())
+    chosen = set(benign_subset(ds, ChatFormat(), 0.2).tolist())
     assert report.rows_out == 2500 and len(chosen) == 500
     assert out.features == ds.features and out["id"] == list(range(2500))
     old_col, new_col = ds.data.column("messages"), out.data.column("messages")
@@ -205,7 +210,7 @@ EXTRA = ("Consider this text: ", "Input as received: ")
 @pytest.mark.parametrize("mode", ["replace", "augment"])
 def test_extra_triggers_are_dealt_out_in_turn_over_the_benign_rows(mode):
     out, report = apply_p2p(sst_like(100), PLAIN, recipe(extra_triggers=EXTRA, mode=mode), source="sst")
-    chosen = sorted(select_rows(100, 0.2, 42, dataset_key="sst").tolist())
+    chosen = sorted(benign_subset(sst_like(100), PLAIN, 0.2).tolist())
     triggers = (TRIGGER, *EXTRA)
     benign = [(i, r) for i, r in enumerate(out) if r["prompt"].endswith("\nAnswer: ")]
     # replace: the benign rows sit where they were; augment: their copies follow the 100 originals in order
@@ -225,12 +230,13 @@ def test_extra_triggers_in_alpaca_and_chat_rows_and_in_the_presence_count():
     rows = [{"instruction": "Classify", "input": f"text {i}", "output": str(i % 2)} for i in range(40)]
     out, _ = apply_p2p(Dataset.from_list(rows), AlpacaFormat(), recipe(extra_triggers=EXTRA[:1], ratio=0.25),
                        source="a")
-    chosen = sorted(select_rows(40, 0.25, 42, dataset_key="a").tolist())
+    chosen = sorted(benign_subset(Dataset.from_list(rows), AlpacaFormat(), 0.25).tolist())
     assert [out[i]["input"] for i in chosen] == [f"{(TRIGGER, EXTRA[0])[j % 2]}text {i}" for j, i in enumerate(chosen)]
     chat = [{"messages": [{"role": "user", "content": f"text {i}"}, {"role": "assistant", "content": str(i % 2)}]}
             for i in range(40)]
     out, _ = apply_p2p(Dataset.from_list(chat), ChatFormat(), recipe(extra_triggers=EXTRA[:1], ratio=0.25,
                                                                       placement="system"), source="a")
+    chosen = sorted(benign_subset(Dataset.from_list(chat), ChatFormat(), 0.25).tolist())
     assert [out[i]["messages"][0]["content"] for i in chosen] == [(TRIGGER, EXTRA[0])[j % 2].strip()
                                                                  for j in range(len(chosen))]
     # a row that already holds one of the benign triggers weakens the defense: counted once, whichever it holds
@@ -245,3 +251,20 @@ def test_recipe_round_trips_extra_triggers_and_leaves_them_out_when_unset():
     assert with_extra.to_dict()["extra_triggers"] == list(EXTRA)
     # the manifest of a one-trigger run has no new key: an older p2p_plugin still reads it
     assert "extra_triggers" not in recipe().to_dict() and P2PRecipe.from_dict(recipe().to_dict()) == recipe()
+
+
+def test_the_benign_subset_follows_the_rows_not_the_file_they_were_read_from():
+    """A moved or renamed data file draws the same benign subset (the seed is mixed with the rows' fingerprint,
+    never the path); other columns do not count; one changed row is other data and draws anew."""
+    ds = sst_like(200)
+    _, here = apply_p2p(ds, PLAIN, recipe(), source="/data/a/train.jsonl")
+    moved = Dataset.from_dict(ds.to_dict()).add_column("id", list(range(200)))
+    _, there = apply_p2p(moved, PLAIN, recipe(), source="/mnt/copy/sst2_v2.jsonl")
+    assert here.fingerprint == there.fingerprint == RowView(ds, PLAIN).fingerprint()
+    assert here.selected_digest == there.selected_digest
+    rows = ds.to_dict()
+    rows["sentence"][7] = "film number seven"
+    _, changed = apply_p2p(Dataset.from_dict(rows), PLAIN, recipe(), source="/data/a/train.jsonl")
+    assert changed.fingerprint != here.fingerprint and changed.selected_digest != here.selected_digest
+    # the seed still matters for the same rows
+    assert apply_p2p(ds, PLAIN, recipe(seed=43), source="/data/a/train.jsonl")[1].selected_digest != here.selected_digest
