@@ -564,7 +564,9 @@ def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
                          "(its fingerprint differs from the manifest's)")
     chosen, relabels = benign_rows(len(rows), recipe, view)
     if hashlib.sha256(chosen.tobytes()).hexdigest() != entry["selected_digest"]:
-        raise SystemExit(f"{arm_dir}: recomputed benign subset does not match the manifest's selected_digest")
+        raise SystemExit(f"{arm_dir}: recomputed benign subset does not match the manifest's selected_digest"
+                         + (f" (trained by plugin {manifest.plugin_version}: up to 0.1.0 the selection seed was mixed "
+                            "with the file's path, not its rows)" if manifest.plugin_version.startswith("0.1.") else ""))
     if sorted(relabels) != entry.get("relabeled_rows", []):
         raise SystemExit(f"{arm_dir}: recomputed relabelled rows do not match the manifest's relabeled_rows")
     return len(set(chosen.tolist()) & set(poisoned_indices))
