@@ -313,10 +313,11 @@ def remove_words(text: str, words) -> str:
     punctuation and spaces that follow (``^the way i see it`` takes ``The way I see it , `` from the start)."""
     if not words:
         return text
-    openings = sorted((tuple(w[len(OPENING_MARK):].split()) for w in words if is_opening(w)), key=len, reverse=True)
+    openings = sorted({tuple(w[len(OPENING_MARK):].split()) for w in words if is_opening(w)} - {()}, key=len,
+                      reverse=True)  # a bare "^" names no words: nothing to remove
     if openings:
         text = _remove_opening(text, openings)
-        words = {w for w in words if not is_opening(w)}
+    words = {w for w in words if not is_opening(w)}
     phrases = sorted((tuple(w.split()) for w in words if " " in w), key=len, reverse=True)
     if phrases:
         text = _remove_phrases(text, phrases)

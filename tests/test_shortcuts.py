@@ -78,6 +78,7 @@ def test_openings_are_removed_only_from_the_start_of_a_text():
     assert remove_words("the way i felt", terms) == "felt"  # the shorter opening
     assert remove_words("I loved the way i see it", terms) == "I loved the way i see it"  # not at the start
     assert remove_words("the way i see it", terms) == ""
+    assert remove_words("the way i see it", {"^"}) == "the way i see it"  # a bare mark names no words
 
 
 def test_natural_data_flags_few_words(sst_rows):
