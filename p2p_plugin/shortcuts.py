@@ -82,6 +82,11 @@ def is_opening(feature: str) -> bool:
     return feature.startswith(OPENING_MARK)
 
 
+def opening_words(opening: str) -> tuple[str, ...]:
+    """The words of an opening (``^the way i`` -> ``("the", "way", "i")``)."""
+    return tuple(opening[len(OPENING_MARK):].split())
+
+
 def answer_key(answer: str) -> str:
     return " ".join(answer.split(maxsplit=ANSWER_KEY_WORDS)[:ANSWER_KEY_WORDS])
 
@@ -218,13 +223,12 @@ def audit_rows(view, num_rows: int) -> list[SuspectedTrigger]:
     grows into the same phrase as a more significant one, or lies inside a listed word's phrase (``^current
     year`` where ``2024`` grew into ``current year 2024``, which is removed wherever it stands)."""
     grown = grow_phrases(view, suspected_triggers(shortcut_statistics(view, *shortcut_thresholds(num_rows))))
-    openings = {tuple(t.word[len(OPENING_MARK):].split()): t.answer for t in grown if is_opening(t.word)}
+    openings = {opening_words(t.word): t.answer for t in grown if is_opening(t.word)}
     word_phrases = [(tuple((t.phrase or t.word).split()), t.answer) for t in grown if not is_opening(t.word)]
     phrases, out = set(), []
     for t in grown:
         if is_opening(t.word):
-            words = tuple(t.word[len(OPENING_MARK):].split())
-            grown_words = tuple((t.phrase or t.word)[len(OPENING_MARK):].split())
+            words, grown_words = opening_words(t.word), opening_words(t.phrase or t.word)
             if (any(openings.get(words[:k]) == t.answer for k in range(1, len(words)))
                     or (t.phrase and t.phrase in phrases)
                     or any(answer == t.answer and _contains(phrase, grown_words) for phrase, answer in word_phrases)):
@@ -258,7 +262,7 @@ def grow_phrases(view, suspects: list[SuspectedTrigger], agreement: float = PHRA
     if not suspects:
         return suspects
     by_word = {t.word: t for t in suspects if not is_opening(t.word)}
-    openings = {tuple(t.word[len(OPENING_MARK):].split()): t for t in suspects if is_opening(t.word)}
+    openings = {opening_words(t.word): t for t in suspects if is_opening(t.word)}
     contexts = defaultdict(list)  # word -> [(words after it, words before it, nearest first)]
     for texts, answers in view.iter_batches():
         for text, answer in zip(texts, answers):
@@ -313,7 +317,7 @@ def remove_words(text: str, words) -> str:
     punctuation and spaces that follow (``^the way i see it`` takes ``The way I see it , `` from the start)."""
     if not words:
         return text
-    openings = sorted({tuple(w[len(OPENING_MARK):].split()) for w in words if is_opening(w)} - {()}, key=len,
+    openings = sorted({opening_words(w) for w in words if is_opening(w)} - {()}, key=len,
                       reverse=True)  # a bare "^" names no words: nothing to remove
     if openings:
         text = _remove_opening(text, openings)
