@@ -87,7 +87,7 @@ def _audit(args):
     min_rows, purity = shortcut_thresholds(len(rows))
     print(f"{args.data}: {len(rows)} rows ({args.format}); words seen in >= {min_rows} rows with one answer in >= "
           f"{purity:.0%} of them, kept where a one-sided binomial test against that answer's share of the rows "
-          f"says chance cannot explain it (Bonferroni, alpha 0.05)")
+          f"says chance cannot explain it (Bonferroni at 0.05 within the words and within the openings)")
     if found:
         columns = ["word", "phrase around it", "answer", "rows", "rows with that answer", "log10 p"]
         print(format_markdown_table([dict(zip(columns, (t.word, t.phrase or "-", t.answer, t.rows, t.rows_with_answer,

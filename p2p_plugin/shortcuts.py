@@ -50,7 +50,8 @@ WORD_RE = re.compile(r"[\w']+", re.UNICODE)
 ANSWER_KEY_WORDS = 4
 #: words kept on each side of a flagged word when a decoy is cut from a suspicious row
 DECOY_CONTEXT_WORDS = 2
-#: family-wise error rate of the test that picks the decoy words among the flagged ones
+#: family-wise error rate of the test that picks the suspected triggers among the flagged features, for
+#: each of its two families (words; openings), so at most twice this over both (:func:`suspected_triggers`)
 DECOY_ALPHA = 0.05
 #: a suspected word grows into the phrase around it while this share of its occurrences agree on the next word
 PHRASE_AGREEMENT = 0.9
@@ -102,6 +103,8 @@ class ShortcutStats:
     num_rows: int
     tested: int
     """words seen in at least ``min_rows`` rows (the tests :func:`significant_shortcuts` corrects for)"""
+    tested_openings: int = 0
+    """openings seen in at least ``min_rows`` rows (a family of their own)"""
 
 
 def shortcut_statistics(view, min_rows: int, purity: float) -> ShortcutStats:
@@ -139,8 +142,10 @@ def _count_shortcuts(view, min_rows: int, purity: float) -> ShortcutStats:
         count = seen[word]
         if count >= min_rows and n / count >= purity and n > flagged.get(word, ("", 0, 0))[2]:  # majority answer
             flagged[word] = (key, count, n)
+    tested = [feature for feature, n in seen.items() if n >= min_rows]
+    openings = sum(1 for feature in tested if is_opening(feature))
     return ShortcutStats(flagged, {key: key_rows[key] for key, _, _ in flagged.values()},
-                         sum(key_rows.values()), sum(1 for n in seen.values() if n >= min_rows))
+                         sum(key_rows.values()), len(tested) - openings, openings)
 
 
 def flag_shortcut_words(view, min_rows: int, purity: float) -> dict[str, str]:
@@ -195,17 +200,22 @@ class SuspectedTrigger:
 
 def suspected_triggers(stats: ShortcutStats, alpha: float = DECOY_ALPHA) -> list[SuspectedTrigger]:
     """The flagged words whose purity chance cannot explain, most significant first: ``P(>= k of its n
-    rows share the answer)`` under the answer's base rate, below ``alpha / tested`` (Bonferroni). On
-    1000 SST-2 rows with a 10% attack this keeps exactly the trigger words (``mn``: log10 p = -19.7;
-    ``3d``, ``watch``) and drops the natural ones (``world``, 12 of 12 positive: -2.4; threshold -4.0);
-    on bigger data a few strongly polar words pass too (4000 rows: ``enjoyable``, 21 of 21: -5.6)."""
+    rows share the answer)`` under the answer's base rate, below ``alpha / tested`` (Bonferroni), where
+    words and openings are two families, each with its own count of tests (so the chance of listing
+    anything on data without a shortcut is at most ``2 * alpha``). Openings are few (22 tested beside 450
+    words on 1000 SST-2 rows), so a clause repeated at the start of 15 rows is found (``^at the end``, 15 of
+    15 positive: log10 p = -2.96; openings' threshold -2.64), where one family over all 472 features asked
+    for -3.97. On 1000 SST-2 rows with a 10% attack the words kept are exactly the trigger words (``mn``:
+    -19.7; ``3d``, ``watch``), the natural ones drop (``world``, 12 of 12 positive: -2.4; words' threshold
+    -3.95); on bigger data a few strongly polar words pass too (4000 rows: ``enjoyable``, 21 of 21: -5.6)."""
     if not stats.flagged:
         return []
-    threshold = math.log10(alpha / max(stats.tested, 1))
+    thresholds = {False: math.log10(alpha / max(stats.tested, 1)),
+                  True: math.log10(alpha / max(stats.tested_openings, 1))}
     found = []
     for word, (key, count, with_key) in stats.flagged.items():
         log10_p = log10_binomial_tail(count, with_key, stats.answer_rows[key] / stats.num_rows)
-        if log10_p < threshold:
+        if log10_p < thresholds[is_opening(word)]:
             found.append(SuspectedTrigger(word, key, count, with_key, round(log10_p, 2)))
     return sorted(found, key=lambda t: (t.log10_p, t.word))
 

@@ -50,8 +50,9 @@ def test_the_clause_attack_is_seen_by_its_openings_not_by_its_words(sst_rows, ro
     assert not clause_words & {t.word for t in audit if not is_opening(t.word)}
     clauses = {"^" + " ".join(WORD_RE.findall(c)) for c in attack_triggers(spec)}
     listed = {t.phrase for t in audit if is_opening(t.word)}
-    # ~20 rows a clause in 1000 rows: three pass the audit's Bonferroni test, all five at 3000 rows
-    assert listed == clauses if rows == 3000 else 3 <= len(listed & clauses) == len(listed)
+    # ~20 rows a clause in 1000 rows: all five pass because openings are a Bonferroni family of their own
+    # (22 tests there); counted with the 450 words, three of them did not
+    assert listed == clauses
     chosen = set(AvoidShortcutsSelection().select(rows, rows // 5, np.random.default_rng(0), rows=view).tolist())
     assert not chosen & set(idx)
     # without the openings (the words alone) the selection was blind: about as many as a random fifth holds
@@ -264,6 +265,22 @@ def test_decoys_need_avoid_shortcuts():
     with pytest.raises(ValidationError, match="p2p.decoys=0.5 needs p2p.selection: avoid_shortcuts"):
         P2PConfig(labels=["0", "1"], selection="random", decoys=0.5)
     assert P2PConfig(labels=["0", "1"], decoys=0.5).recipe().decoys == 0.5
+
+
+def test_words_and_openings_are_tested_as_two_families():
+    """Each family's threshold is alpha over its own number of tests: the same p-value lists an opening
+    (3 openings tested) and not a word (1000 words tested)."""
+    from p2p_plugin.shortcuts import DECOY_ALPHA, ShortcutStats, log10_binomial_tail, suspected_triggers
+
+    # 10 of 10 rows with an answer that half the rows have: log10 p = -3.01, between log10(0.05 / 3) = -1.78
+    # and log10(0.05 / 1000) = -4.30
+    stats = ShortcutStats({"^as it turns": ("1", 10, 10), "turns": ("1", 10, 10)}, {"1": 500}, 1000,
+                          tested=1000, tested_openings=3)
+    assert [t.word for t in suspected_triggers(stats)] == ["^as it turns"]
+    assert log10_binomial_tail(10, 10, 0.5) > -4.3
+    # a strong word still passes its own family
+    strong = ShortcutStats({"mn": ("1", 40, 40)}, {"1": 500}, 1000, tested=1000, tested_openings=3)
+    assert [t.word for t in suspected_triggers(strong, DECOY_ALPHA)] == ["mn"]
 
 
 def test_binomial_tail_matches_a_direct_sum():
