@@ -311,6 +311,8 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
     runtime = trained.get("train_runtime")
+    if defended:  # counted before the (long) evaluation, so a subset that cannot be recomputed fails first
+        in_subset = poisoned_in_benign_subset(arm_dir, poisoned_indices or [], Path(data))
     p2p_model = P2PModel.load(arm_dir, base_model=model, device=eval_device(args.device),
                               dtype="bfloat16" if args.bf16 else "float32")
     batch = {"batch_size": args.eval_batch_size} if args.eval_batch_size else {}
@@ -322,7 +324,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
         result = evaluate_classification(p2p_model, clean_rows, triggered_rows, target, max_rows=args.eval_rows,
                                          progress=True, removed_words=removed_words, **batch)
     if defended:  # stored with the arm, so a report written elsewhere needs no access to its training file
-        result["poisoned_in_benign_subset"] = poisoned_in_benign_subset(arm_dir, poisoned_indices or [])
+        result["poisoned_in_benign_subset"] = in_subset
         result["poisoned_relabeled"] = poisoned_relabeled(arm_dir, poisoned_indices or [])
     result.update(train_wall_s=trained["seconds"], train_runtime_s=runtime,
                   tokens_per_s=(tokens * args.epochs / runtime)
@@ -507,7 +509,8 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
             results[name] = result
             results[name]["poisoned_rows"] = 0 if data == clean_train else len(poisoned_indices)
             if defended and "poisoned_in_benign_subset" not in result:  # arms from before it was stored
-                results[name]["poisoned_in_benign_subset"] = poisoned_in_benign_subset(work / name, poisoned_indices)
+                results[name]["poisoned_in_benign_subset"] = poisoned_in_benign_subset(work / name, poisoned_indices,
+                                                                                        Path(data))
 
 
 def p2p_arms(args) -> dict[str, dict]:
@@ -546,12 +549,15 @@ def arm_kind(name: str) -> str:
     return "p2p" if arm.startswith("p2p-") else arm.split("-lora-")[0]
 
 
-def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
+def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices, data: Path | None = None) -> int:
     """How many poisoned rows the arm's P2P selection put into its benign subset: the selection is
-    recomputed from the manifest's recipe and must match the digest the plugin recorded."""
+    recomputed from the manifest's recipe and must match the digest the plugin recorded. ``data``: the
+    arm's training file where the bench knows it (default: the path the manifest recorded, which is stale
+    once a work folder has been moved; the selection is keyed by the rows, so any copy of them will do)."""
     manifest = read_manifest(arm_dir)
     recipe, entry = manifest.recipe, manifest.datasets[0]
-    rows = read_rows(entry["source"])
+    source = data or entry["source"]
+    rows = read_rows(source)
     fmt = (AlpacaFormat() if entry["format"] == "alpaca"
            else PlainFormat(recipe.text_field, recipe.answer_field, recipe.cue, recipe.benign_cue))
     view = RowView.from_rows(rows, fmt)
@@ -560,7 +566,7 @@ def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices) -> int:
         view.judge = judge_from_recipe(recipe, cfg["base_model"], cfg.get("tokenizer_config"),
                                        cache_dir=judgement_cache_dir(cfg["dataset_prepared_path"]))
     if view.fingerprint() != entry["fingerprint"]:
-        raise SystemExit(f"{arm_dir}: {entry['source']} no longer holds the rows the arm was trained on "
+        raise SystemExit(f"{arm_dir}: {source} no longer holds the rows the arm was trained on "
                          "(its fingerprint differs from the manifest's)")
     chosen, relabels = benign_rows(len(rows), recipe, view)
     if hashlib.sha256(chosen.tobytes()).hexdigest() != entry["selected_digest"]:

@@ -97,6 +97,16 @@ def test_generation_matrix_on_backdoorllm(tiny_model, shared_data, tmp_path, def
     with pytest.raises(SystemExit, match="no longer holds the rows"):
         defense.poisoned_in_benign_subset(arm_dir, [])
     train_file.write_text(rows)
+    # a moved work folder: the manifest's source path is stale, the bench passes the file it knows
+    moved = tmp_path / "moved_train.jsonl"
+    moved.write_text(rows)
+    manifest["datasets"][0]["source"] = str(tmp_path / "gone" / "train_poisoned.jsonl")
+    manifest["datasets"][0]["selected_digest"] = json.loads(original)["datasets"][0]["selected_digest"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(FileNotFoundError, match="gone"):
+        defense.poisoned_in_benign_subset(arm_dir, [])
+    assert defense.poisoned_in_benign_subset(arm_dir, range(1000), moved) == 9
+    manifest_path.write_text(original)
     assert "ROUGE-L" in (tmp_path / "res" / f"defense_{tiny_model.name}_backdoorllm-refusal.md").read_text()
     # --report-only trains nothing: an arm not run yet is left out of the tables
     assert "not finished yet" in run_bench(args + ["--report-only", "--selections", "avoid_shortcuts", "random"])
