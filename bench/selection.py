@@ -155,8 +155,9 @@ def main(argv=None):
     lines += ["", "Flagging is what the strategy sees; a row in the subset is what P2P trains as benign. "
               "This measures the mechanism only: whether the defense then holds is for bench/defense.py. "
               "Audit: the flagged words and openings that a one-sided binomial test (Bonferroni at 0.05 within the "
-              "words and within the openings) says chance cannot explain, as the plugin reports them, and the phrase each grows into where its neighbours agree; trigger "
-              "words are known for the SST-2 simulations only.", ""]
+              "words and within the openings) says chance cannot explain, as the plugin reports them, and the "
+              "phrase each grows into where its neighbours agree; trigger words are known for the SST-2 "
+              "simulations only.", ""]
     path.with_suffix(".md").write_text("\n".join(lines))
     print(f"\nresults: {path} and {path.with_suffix('.md')}")
 
