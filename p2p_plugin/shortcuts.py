@@ -103,8 +103,9 @@ class ShortcutStats:
     num_rows: int
     tested: int
     """words seen in at least ``min_rows`` rows (the tests :func:`significant_shortcuts` corrects for)"""
-    tested_openings: int = 0
-    """openings seen in at least ``min_rows`` rows (a family of their own)"""
+    tested_openings: int
+    """openings seen in at least ``min_rows`` rows (a family of their own; no default: 0 with an opening
+    flagged would test it at ``alpha`` alone)"""
 
 
 def shortcut_statistics(view, min_rows: int, purity: float) -> ShortcutStats:
