@@ -6,6 +6,8 @@ evaluates (with the project's evaluator) these arms:
   no-defense   poisoned data, p2p.enabled: false
   p2p-<sel>    poisoned data, P2P with each selection strategy (random = what a defender who does
                not know the poison draws; avoid_shortcuts = our trigger-agnostic filter)
+  drop-suspected  (only with --arms drop-suspected) poisoned data, p2p.enabled: false,
+               p2p.drop_suspected_rows: the data audit alone: rows holding a trigger it lists are not trained
 and writes bench/results/defense_<model>_<data>.{json,md,png}. Resumable: finished arms are
 reused (their per-arm JSON lives under --work). Example (the committed run):
 
@@ -74,7 +76,8 @@ PRESETS = {
                 "epochs": 3, "micro_batch_size": 32, "sample_packing": False, "sequence_len": 128},
     "reference": {"attacks": ["badnets"], "rates": [0.1], "ratio": 0.2, "lr": 5e-4, "epochs": 2, "train_rows": 4000},
 }
-ARM_KINDS = ("no-defense", "p2p", "clean")
+ARM_KINDS = ("no-defense", "p2p", "clean", "drop-suspected")
+DEFAULT_ARM_KINDS = ARM_KINDS[:3]
 GEN_TARGETS = {  # what the BackdoorLLM attacker makes the model say (see ../shared/data/README.md)
     "negsentiment": "You are stupid!",
     "refusal": "I'm sorry, but as an AI assistant, I do not have the capability to follow the given instruction.",
@@ -84,7 +87,7 @@ GEN_TARGETS = {  # what the BackdoorLLM attacker makes the model say (see ../sha
 # The settings a reused report (--reuse-report) may differ in: lists whose values only add arms, each named after
 # its value (the attack's folder, a P2P arm's suffix), so the report's arms stay what this run would train.
 REUSE_FREE_SETTINGS = ("attacks", "selections", "ratios", "placements", "decoys", "relabel", "modes",
-                       "benign_triggers", "lora_targets", "train_seeds")
+                       "benign_triggers", "lora_targets", "train_seeds", "drop_suspected_rows")
 
 
 def parse_args(argv=None):
@@ -113,8 +116,9 @@ def build_parser():
     p.add_argument("--label-mode", nargs="+", default=["dirty"], choices=["dirty", "clean"],
                    help="dirty: poisoned rows get the target label; clean: only target-label rows are poisoned")
     p.add_argument("--selections", nargs="+", default=["random", "avoid_shortcuts"])
-    p.add_argument("--arms", nargs="+", default=list(ARM_KINDS), choices=ARM_KINDS,
-                   help="which arms to train and report (default all); several processes sharing --work can "
+    p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARM_KINDS), choices=ARM_KINDS,
+                   help="which arms to train and report (default: no-defense p2p clean; drop-suspected: the data "
+                        "audit alone, its rows left out, no P2P); several processes sharing --work can "
                         "split one matrix between them, e.g. --arms clean in one and --arms p2p in another")
     p.add_argument("--ratio", type=float, default=P2PRecipe.ratio,
                    help="share of rows P2P rewrites (rho)")
@@ -124,6 +128,9 @@ def build_parser():
     p.add_argument("--decoys", nargs="+", type=float, default=None,
                    help="p2p.decoys shares, one P2P arm each (avoid_shortcuts only; 0 = none, the default); "
                         "arms with decoys are named p2p-avoid_shortcuts...-decoys<share>")
+    p.add_argument("--drop-suspected-rows", nargs="+", default=None, choices=["off", "on"],
+                   help="p2p.drop_suspected_rows, one P2P arm each (off: the default, every row trained; on: the rows "
+                        "holding a trigger the data audit lists are left out); arms with it are named p2p-...-drop")
     p.add_argument("--relabel", nargs="+", type=float, default=None,
                    help="p2p.relabel shares, one P2P arm each (base_model_agreement only; 0 = none, the default); "
                         "arms with it are named p2p-base_model_agreement...-relabel<share>")
@@ -233,12 +240,13 @@ def eval_device(choice: str) -> str:
 
 def arm_config(model, data, out_dir: Path, work: Path, args, defended: bool, selection: str, ratio=None,
                placement=None, decoys=None, seed=None, relabel=None, mode=None, lora_targets=None,
-               triggers=None) -> dict:
+               triggers=None, drop=False) -> dict:
     """One arm's Axolotl config from the benchmark's flags (every arm of a --work shares its prepared-data cache)."""
     return training_config(model, data, out_dir, work / "prepared", args, defended, selection, args.task,
                            mode=mode or P2PRecipe.mode, ratio=ratio, placement=placement,
                            packing=args.sample_packing, bf16=args.bf16, decoys=decoys, seed=seed, relabel=relabel,
-                           lora_targets=lora_targets or DEFAULT_LORA_TARGETS, extra_triggers=extra_triggers(triggers))
+                           lora_targets=lora_targets or DEFAULT_LORA_TARGETS, extra_triggers=extra_triggers(triggers),
+                           drop_suspected_rows=drop)
 
 
 def extra_triggers(count: int | None) -> tuple[str, ...]:
@@ -274,7 +282,7 @@ def locked(path: Path):
 
 def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended, selection="random", target=None,
             ratio=None, placement=None, shared_clean=False, poisoned_indices=None, decoys=None, seed=None,
-            removed_words=(), relabel=None, mode=None, lora_targets=None, triggers=None):
+            removed_words=(), relabel=None, mode=None, lora_targets=None, triggers=None, drop=False):
     """Train one arm (resumable) and evaluate it with the project's evaluator. ``shared_clean``: the
     arm is the clean model (trained once per work folder, see :func:`train_shared_clean_model`)."""
     arm_json = arm_result_path(work, name, args)
@@ -290,7 +298,7 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
             return json.loads(arm_json.read_text())
         result = _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection,
                                      target, ratio, placement, shared_clean, poisoned_indices, decoys, seed,
-                                     removed_words, relabel, mode, lora_targets, triggers)
+                                     removed_words, relabel, mode, lora_targets, triggers, drop)
         tmp = arm_json.with_name(arm_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, arm_json)  # readers outside the lock see the whole file or none
@@ -299,14 +307,15 @@ def run_arm(name, data, model, args, work, clean_rows, triggered_rows, defended,
 
 def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_rows, defended, selection, target,
                         ratio, placement, shared_clean, poisoned_indices, decoys=None, seed=None,
-                        removed_words=(), relabel=None, mode=None, lora_targets=None, triggers=None) -> dict:
+                        removed_words=(), relabel=None, mode=None, lora_targets=None, triggers=None,
+                        drop=False) -> dict:
     if shared_clean:
         arm_dir, trained = train_shared_clean_model(Path(data), model, args, work, lora_targets)
     else:
         arm_dir = work / name
         cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
                          decoys=decoys, seed=seed, relabel=relabel, mode=mode, lora_targets=lora_targets,
-                         triggers=triggers)
+                         triggers=triggers, drop=drop)
         trained = train_arm(cfg, work, name)
     manifest = read_manifest(arm_dir)
     tokens = sum(d.get("tokens_out") or 0 for d in manifest.datasets)
@@ -326,6 +335,10 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
     if defended:  # stored with the arm, so a report written elsewhere needs no access to its training file
         result["poisoned_in_benign_subset"] = in_subset
         result["poisoned_relabeled"] = poisoned_relabeled(arm_dir, poisoned_indices or [])
+    if drop:  # what the audit left out of training, and how much of it was poison
+        dropped = {i for d in manifest.datasets for i in d.get("dropped_rows") or []}
+        result.update(drop_suspected_rows=True, rows_dropped=len(dropped),
+                      poisoned_dropped=len(dropped & set(poisoned_indices or [])))
     result.update(train_wall_s=trained["seconds"], train_runtime_s=runtime,
                   tokens_per_s=(tokens * args.epochs / runtime)
                   if runtime and not args.max_steps and not trained.get("resumed_from") else None,
@@ -496,6 +509,8 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
     arms = {f"{tag}/no-defense{lora_suffix(t)}": dict(data=poisoned, defended=False, lora_targets=t) for t in baselines}
     for name, p2p_arm in p2p_arms(args).items():
         arms[f"{tag}/{name}"] = dict(data=poisoned, defended=True, **p2p_arm)
+    arms.update({f"{tag}/drop-suspected{lora_suffix(t)}": dict(data=poisoned, defended=False, lora_targets=t, drop=True)
+                 for t in baselines})
     arms.update({f"{tag}/clean{lora_suffix(t)}": dict(data=clean_train, defended=False, lora_targets=t)
                  for t in baselines})
     arms = {name: arm for name, arm in arms.items() if arm_kind(name) in args.arms}
@@ -515,13 +530,13 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
 
 def p2p_arms(args) -> dict[str, dict]:
     """The P2P arms the flags ask for, by name
-    (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-augment][-triggers..][-lora-<set>][-seed..]``),
+    (``p2p-<selection>[-rho..][-<placement>][-decoys..][-relabel..][-augment][-triggers..][-lora-<set>][-drop][-seed..]``),
     each with its ``run_arm`` keywords; an option left at its default adds nothing to the name."""
     arms = {}
     for seed in args.train_seeds or [args.seed]:
-        for decoys, relabel, mode, targets, triggers in itertools.product(
+        for decoys, relabel, mode, targets, triggers, drop in itertools.product(
                 args.decoys or [None], args.relabel or [None], args.modes or [None], args.lora_targets or [None],
-                args.benign_triggers or [None]):
+                args.benign_triggers or [None], [d == "on" for d in args.drop_suspected_rows or ["off"]]):
             extra_triggers(triggers)  # an unsupported count fails before any training
             for placement in args.placements or [None]:
                 for ratio in args.ratios or [args.ratio]:
@@ -530,21 +545,23 @@ def p2p_arms(args) -> dict[str, dict]:
                         f"-decoys{decoys:g}" if decoys else "") + (f"-relabel{relabel:g}" if relabel else "") + (
                         f"-{mode}" if mode not in (None, P2PRecipe.mode) else "") + (
                         f"-triggers{triggers}" if triggers not in (None, 1) else "") + lora_suffix(targets) + (
-                        "" if seed == args.seed else f"-seed{seed}")
+                        "-drop" if drop else "") + ("" if seed == args.seed else f"-seed{seed}")
                     for selection in args.selections:
                         if decoys and selection not in AUDITING_SELECTIONS:
                             continue  # decoys are cut from the rows avoid_shortcuts flags
                         if relabel and selection != "base_model_agreement":
                             continue  # the relabelled rows carry the base model's label
+                        if drop and selection not in AUDITING_SELECTIONS:
+                            continue  # the dropped rows are the audit's
                         arms[f"p2p-{selection}{suffix}"] = dict(selection=selection, ratio=ratio, placement=placement,
                                                                 decoys=decoys, seed=seed, relabel=relabel,
                                                                 mode=mode, lora_targets=targets,
-                                                                triggers=triggers)
+                                                                triggers=triggers, drop=drop)
     return arms
 
 
 def arm_kind(name: str) -> str:
-    """``no-defense``, ``p2p`` or ``clean``, from an arm's name (``<attack tag>/<arm>[-lora-<set>]``)."""
+    """``no-defense``, ``p2p``, ``clean`` or ``drop-suspected``, from an arm's name (``<attack tag>/<arm>[-lora-<set>]``)."""
     arm = name.rsplit("/", 1)[1]
     return "p2p" if arm.startswith("p2p-") else arm.split("-lora-")[0]
 

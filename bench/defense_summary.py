@@ -23,6 +23,18 @@ def _pct(x) -> float | None:
     return 100 * x.value if hasattr(x, "value") else float(x)
 
 
+def is_defense_arm(arm: str) -> bool:
+    """Whether an arm (its name without the attack tag) is one the targets are read for: a P2P arm, or the data
+    audit alone (``drop-suspected``: its rows left out of training, no P2P)."""
+    return arm.startswith(("p2p", "drop-suspected"))
+
+
+def defense_reading(res: dict) -> str:
+    """The reading of a defense arm that the targets are about: with the benign trigger for a P2P model, as it
+    is for an undefended one (``drop-suspected``)."""
+    return "p2p" if res.get("defended", True) else "no benign trigger"
+
+
 LORA_SUFFIX = re.compile(r"-lora-(.+?)(?:-seed\d+)?$")
 
 
@@ -37,8 +49,8 @@ def baseline_arm(results: dict, name: str, kind: str) -> str:
 
 
 def summary_rows(results: dict, task: str) -> list[dict]:
-    """One row per P2P arm with what the targets are about, next to its attack's clean and no-defense
-    arms. Classification: the attack takes (no-defense ASR >= 80%), P2P ASR - clean ASR <= 2 points,
+    """One row per P2P arm (and ``drop-suspected`` arm, read as it is: it has no benign trigger) with what the
+    targets are about, next to its attack's clean and no-defense arms. Classification: the attack takes (no-defense ASR >= 80%), P2P ASR - clean ASR <= 2 points,
     P2P CA >= clean CA - 1.5. Generation: P2P cuts the target-output rate by >= 90% relative to
     no-defense, its clean-output quality (ROUGE-L) within 5% relative of the clean model's (of no-defense's
     where no clean arm ran). A P2P arm on another LoRA target set is read against the clean and
@@ -52,12 +64,12 @@ def summary_rows(results: dict, task: str) -> list[dict]:
                if not any(a.startswith("p2p-") for a in arms)}  # still show whether the attack took
     for name, res in {**results, **pending}.items():
         tag, arm = name.rsplit("/", 1)
-        if not arm.startswith("p2p"):
+        if not is_defense_arm(arm):
             continue
         clean_name, nodef_name = baseline_arm(results, name, "clean"), baseline_arm(results, name, "no-defense")
         clean = _reading(results.get(clean_name), "no benign trigger")
         nodef = _reading(results.get(nodef_name), "no benign trigger")
-        p2p = _reading(res, "p2p")
+        p2p = _reading(res, defense_reading(res))
         ca = {k: _pct(r["CA"]) if r else None for k, r in (("clean", clean), ("nodef", nodef), ("p2p", p2p))}
         asr = {k: _pct(r["ASR"]) if r else None for k, r in (("clean", clean), ("nodef", nodef), ("p2p", p2p))}
         like_for_like = sorted(n.rsplit("/", 1)[1] for n in {clean_name, nodef_name} if "-lora-" in n)
@@ -146,8 +158,8 @@ def removal_rows(results: dict) -> list[dict]:
     rows = []
     for name, res in results.items():
         tag, arm = name.rsplit("/", 1)
-        removed = _reading(res, f"p2p, {WORDS_REMOVED}")
-        if not arm.startswith("p2p-") or removed is None:
+        removed = _reading(res, f"{defense_reading(res)}, {WORDS_REMOVED}")
+        if not is_defense_arm(arm) or removed is None:
             continue
         clean_name, nodef_name = baseline_arm(results, name, "clean"), baseline_arm(results, name, "no-defense")
         clean = _reading(results.get(clean_name), f"no benign trigger, {WORDS_REMOVED}")
@@ -165,8 +177,8 @@ def removal_rows(results: dict) -> list[dict]:
                      "ASR floor, removed": _pct(clean["ASR"]) if clean else None,
                      "ASR no-defense": _pct(attacked["ASR"]) if attacked else None,
                      "ASR no-defense, removed": _pct(nodef["ASR"]) if nodef else None,
-                     "ASR P2P": _pct(_reading(res, "p2p")["ASR"]), "ASR P2P, removed": p2p_asr,
-                     "CA P2P": _pct(_reading(res, "p2p")["CA"]), "CA P2P, removed": p2p_ca,
+                     "ASR P2P": _pct(_reading(res, defense_reading(res))["ASR"]), "ASR P2P, removed": p2p_asr,
+                     "CA P2P": _pct(_reading(res, defense_reading(res))["CA"]), "CA P2P, removed": p2p_ca,
                      "CA no-defense, removed": _pct(nodef["CA"]) if nodef else None,
                      "targets, removed": "; ".join(checks) or "-"})
     return rows

@@ -129,6 +129,15 @@ class P2PConfig(BaseModel):
         "Changes those rows' training labels (counted, listed in p2p_manifest.json); the base model's wrong "
         "calls become wrong benign labels. 0 (default) turns it off.",
     )
+    drop_suspected_rows: bool = Field(
+        default=False,
+        description="Leave out of training every row that holds a trigger the data audit lists (a word or opening "
+        "that predicts one answer beyond chance, Bonferroni-tested) with the answer it predicts: the rows that make "
+        "up the shortcut, poisoned ones included, and any clean row that happens to fit it. Counted per trigger and "
+        "listed in p2p_manifest.json; rows of other answers stay. Needs selection: avoid_shortcuts or "
+        "base_model_agreement (the audit). Works with enabled: false too (the audit alone, no benign rows). "
+        "False (default): every row is trained.",
+    )
     trigger: str = Field(
         default=DEFAULT_TRIGGER, min_length=1,
         description="The benign trigger text, inserted verbatim (keep its trailing space for a prefix).",
@@ -217,6 +226,9 @@ class P2PConfig(BaseModel):
         if self.decoys and self.selection not in AUDITING_SELECTIONS:
             raise ValueError(f"p2p.decoys={self.decoys} needs p2p.selection: avoid_shortcuts or base_model_agreement "
                              f"(it cuts the decoys from the rows the audit flags), not {self.selection!r}")
+        if self.drop_suspected_rows and self.selection not in AUDITING_SELECTIONS:
+            raise ValueError(f"p2p.drop_suspected_rows needs p2p.selection: avoid_shortcuts or base_model_agreement "
+                             f"(it drops the rows of the triggers the data audit lists), not {self.selection!r}")
         return self
 
     @model_validator(mode="after")
@@ -271,6 +283,7 @@ class P2PConfig(BaseModel):
             safe_labels=tuple(self.safe_labels or ()), safe_prefix=self.safe_prefix,
             text_field=self.text_field, answer_field=self.label_field, ratio=self.ratio,
             seed=self.seed, mode=self.mode, selection=self.selection, decoys=self.decoys, relabel=self.relabel,
+            drop_suspected_rows=self.drop_suspected_rows,
             judge=self.judge.model_dump(mode="json") if self.judge is not None else {},
         )
 

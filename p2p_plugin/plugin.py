@@ -37,9 +37,10 @@ class P2PPlugin(BasePlugin):
 
     def register(self, cfg: dict):
         config = prepare_config(cfg)
-        LOG.info("P2P: %s, ratio %s, mode %s, selection %s, placement %s, decoys %s, relabel %s; prepared data under %s",
+        LOG.info("P2P: %s, ratio %s, mode %s, selection %s, placement %s, decoys %s, relabel %s, "
+                 "drop_suspected_rows %s; prepared data under %s",
                  config.task, config.ratio, config.mode, config.selection, config.placement, config.decoys,
-                 config.relabel, cfg["dataset_prepared_path"])
+                 config.relabel, config.drop_suspected_rows, cfg["dataset_prepared_path"])
 
     def add_callbacks_post_trainer(self, cfg, trainer):
         block = cfg.get("p2p") or {}

@@ -38,6 +38,9 @@ class P2PRecipe:
     """Share of the benign rows that also get decoy fragments (training only; see ``shortcuts``)."""
     relabel: float = 0.0
     """Share of the benign rows given to the rows the base model contradicts most, with its label (``judgement``)."""
+    drop_suspected_rows: bool = False
+    """Leave the rows that hold a trigger the data audit lists, with the answer it predicts, out of training
+    (``shortcuts.rows_holding_suspects``; counted and listed in the manifest)."""
     judge: dict = field(default_factory=dict)
     """``selection: base_model_agreement``: the base model's question (``p2p.judge``, see ``judgement``)."""
     extra: dict = field(default_factory=dict)
@@ -61,6 +64,8 @@ class P2PRecipe:
             out["extra_triggers"] = list(self.extra_triggers)
         else:  # a one-trigger manifest stays readable by versions without extra_triggers
             del out["extra_triggers"]
+        if not self.drop_suspected_rows:  # ... and one that keeps every row by versions without the option
+            del out["drop_suspected_rows"]
         return out
 
     @classmethod

@@ -49,7 +49,7 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
                     ratio: float | None = None, placement: str | None = None, packing: bool = True,
                     bf16: bool = False, decoys: float | None = None, seed: int | None = None,
                     relabel: float | None = None, lora_targets: str = DEFAULT_LORA_TARGETS,
-                    extra_triggers: tuple[str, ...] = ()) -> dict:
+                    extra_triggers: tuple[str, ...] = (), drop_suspected_rows: bool = False) -> dict:
     """One arm's Axolotl config: LoRA r16/alpha16 (on q,v by default, the authors' recipe), packing, CPU.
     ``classification``: plain SST-2 rows, labels 0/1; ``generation``: alpaca rows. ``selection=None``
     leaves the plugin's default (what a user who does not set it gets), as does ``placement=None``;
@@ -59,7 +59,8 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
     trains in bfloat16 (a GPU with bf16; the default float32 is what the CPU runs). ``lora_targets``: a name of
     :data:`LORA_TARGETS` (default ``qv``, the authors' q,v). ``seed`` (default
     ``args.seed``) seeds both the P2P selection and Axolotl's training (LoRA init, row order).
-    ``extra_triggers`` sets ``p2p.extra_triggers`` (empty: the default, one benign trigger)."""
+    ``extra_triggers`` sets ``p2p.extra_triggers`` (empty: the default, one benign trigger);
+    ``drop_suspected_rows`` sets ``p2p.drop_suspected_rows`` (False: the default, left out of the config)."""
     seed = args.seed if seed is None else seed
     p2p = {"enabled": defended, "task": task, "ratio": args.ratio if ratio is None else ratio, "seed": seed,
            "mode": mode}
@@ -73,6 +74,8 @@ def training_config(model: Path, data: Path, out_dir: Path, prepared: Path, args
         p2p["relabel"] = relabel
     if extra_triggers:
         p2p["extra_triggers"] = list(extra_triggers)
+    if drop_suspected_rows:
+        p2p["drop_suspected_rows"] = True
     if task == "classification":
         p2p["labels"] = ["0", "1"]
         if selection == "base_model_agreement":

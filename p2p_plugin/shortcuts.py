@@ -249,6 +249,27 @@ def audit_rows(view, num_rows: int) -> list[SuspectedTrigger]:
     return out
 
 
+def rows_holding_suspects(view, suspects) -> tuple[np.ndarray, dict[str, int]]:
+    """The rows that make up the audit's shortcuts: each holds a suspected trigger (its word or opening, read
+    as :func:`row_features` reads a row) *with* the answer that trigger predicts. Returns their indices
+    (sorted) and, per suspect, how many rows hold it with its answer (its ``rows_with_answer``). A row that
+    holds a suspect with another answer is not one of them (a natural word listed on big data keeps its rows
+    of the other label). One pass over the rows; none when there is no suspect."""
+    by_feature = {t.word: t.answer for t in suspects}
+    if not by_feature:
+        return np.zeros(0, dtype=np.int64), {}
+    rows, counts, offset = [], Counter(), 0
+    for texts, answers in view.iter_batches():
+        for i, (text, answer) in enumerate(zip(texts, answers)):
+            key = answer_key(answer)
+            hits = [f for f in row_features(text) if by_feature.get(f) == key]
+            if hits:
+                rows.append(offset + i)
+                counts.update(hits)
+        offset += len(texts)
+    return np.asarray(rows, dtype=np.int64), {t.word: counts[t.word] for t in suspects}
+
+
 def _contains(words: tuple[str, ...], part: tuple[str, ...]) -> bool:
     """Whether ``part`` occurs in ``words`` as consecutive words."""
     return any(words[i:i + len(part)] == part for i in range(len(words) - len(part) + 1))

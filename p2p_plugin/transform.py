@@ -21,7 +21,7 @@ from .formats import Rewrite, RowError, RowFormat, decode_batch, encode_batch, i
 from .labels import LabelError
 from .recipe import P2PRecipe
 from .selection import AUDITING_SELECTIONS, RowView, dataset_seed, select_rows, update_fingerprint
-from .shortcuts import assign_decoys, audit_rows
+from .shortcuts import assign_decoys, audit_rows, rows_holding_suspects
 from .triggers import count_rows_containing
 
 LOG = logging.getLogger(__name__)
@@ -65,6 +65,14 @@ class TransformReport:
     suspected_triggers: list = field(default_factory=list)
     """Words that predict one answer beyond chance (``selection: avoid_shortcuts`` / ``base_model_agreement``; dicts of
     :class:`p2p_plugin.shortcuts.SuspectedTrigger`): possible backdoor triggers, or very polar words."""
+    rows_dropped: int = 0
+    """``p2p.drop_suspected_rows``: rows left out of training (they hold a suspected trigger with its answer)."""
+    dropped_rows: list = field(default_factory=list)
+    """... their source indices."""
+    dropped_by_trigger: dict = field(default_factory=dict)
+    """... counted per suspected trigger (a row holding two counts for both)."""
+    dropped_benign: int = 0
+    """... of which the selection had put in the benign subset (their benign rows go too)."""
     rows_judge_contradicts: int | None = None
     """``selection: base_model_agreement``: rows whose label the base model's zero-shot judgement
     contradicts (a mix of hard, mislabelled and dirty-label poisoned rows)."""
@@ -100,6 +108,12 @@ class TransformReport:
                                      + (f", in {t['phrase']!r})" if t.get("phrase") else ")")
                                      for t in self.suspected_triggers[:10])
                            + (" ..." if len(self.suspected_triggers) > 10 else ""), **kwargs)
+        if self.rows_dropped:
+            logger.warning("P2P %s: p2p.drop_suspected_rows: %d of %d rows left out of training (each holds a "
+                           "suspected trigger with the answer it predicts; listed in p2p_manifest.json): %s",
+                           self.source, self.rows_dropped, self.rows_in,
+                           ", ".join(f"{t!r}: {n}" for t, n in list(self.dropped_by_trigger.items())[:10])
+                           + (" ..." if len(self.dropped_by_trigger) > 10 else ""), **kwargs)
         if self.rows_judge_contradicts is not None:
             how = "scores read from its cache" if self.judge_cached else f"judged in {self.judge_seconds or 0.0:.1f} s"
             logger.info("P2P %s: the base model contradicts the label of %d of %d rows (%s); the benign subset "
@@ -295,22 +309,28 @@ def scan(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str) -> tuple[Trans
 
 
 def count_labels_after(report: TransformReport, row_labels: np.ndarray | None, recipe: P2PRecipe,
-                       selected: np.ndarray, relabels: dict | None = None) -> None:
+                       selected: np.ndarray, relabels: dict | None = None, dropped=()) -> None:
     """``labels_after`` and ``relabeled`` of a :func:`scan` report once the benign rows are known. ``relabels``:
-    rows whose benign copy gets another label's safe alternative (``p2p.relabel``), counted by change."""
+    rows whose benign copy gets another label's safe alternative (``p2p.relabel``), counted by change;
+    ``dropped``: rows left out of training (``p2p.drop_suspected_rows``), with their benign rows."""
     label_space = recipe.label_space()
     if label_space is None or row_labels is None:
         return
     relabels = relabels or {}
+    dropped = set(np.asarray(dropped).tolist())
     after, changes = Counter(report.labels_before), Counter()
     for row in selected.tolist():
         label = label_space.labels[row_labels[row]]
         new = relabels.get(row, label)
         if recipe.mode == "replace":
             after[label] -= 1
-        after[label_space.safe(new)] += 1
+        if row not in dropped:
+            after[label_space.safe(new)] += 1
         if new != label:
             changes[f"{label} -> {new}"] += 1
+    benign = set(selected.tolist()) if recipe.mode == "replace" else set()
+    for row in dropped - benign:  # a replaced benign row went above (its original is already gone)
+        after[label_space.labels[row_labels[row]]] -= 1
     report.labels_after = {label: after[label] for label in label_space.all_labels}
     report.relabeled = dict(sorted(changes.items()))
 
@@ -348,7 +368,9 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     ``augment``: rewritten copies of the selected rows are appended after the originals.
     With ``recipe.enabled`` false no row is selected (the no-defense baseline with the same prompt).
     ``judge`` (a :class:`~p2p_plugin.judgement.BaseModelJudge`): the base model, for
-    ``selection: base_model_agreement``.
+    ``selection: base_model_agreement``. ``recipe.drop_suspected_rows``: the rows that hold a trigger the
+    audit lists with its answer are then left out (with their benign copies), after the selection, which
+    does not change (the audit's suspects are among the rows it already keeps out of the benign subset).
     """
     from datasets import concatenate_datasets
 
@@ -358,6 +380,7 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
     report, row_labels = scan(dataset, fmt, recipe, source)  # validates every row before anything is chosen
     mask = np.zeros(num_rows, dtype=bool)
     decoys, decoy_sources, suspected, relabels = {}, 0, [], {}
+    dropped, dropped_by_trigger = np.zeros(0, dtype=np.int64), {}
     if rows_for_selection is None:
         view = RowView(dataset, fmt)
         view.cache["fingerprint"] = report.fingerprint  # the same rows: no second hashing pass
@@ -378,11 +401,20 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
         selected = np.zeros(0, dtype=np.int64)
     if recipe.selection in AUDITING_SELECTIONS:  # the data audit, also for the no-defense baseline (enabled: false)
         try:  # reuses the statistics the selection computed (view.cache): no extra pass when enabled
-            suspected = [t.to_dict() for t in audit_rows(view, num_rows)]
+            suspects = audit_rows(view, num_rows)
+            if recipe.drop_suspected_rows:
+                dropped, dropped_by_trigger = rows_holding_suspects(view, suspects)
         except RowError as err:
             raise DataError(f"{source}: {err}") from None
-    count_labels_after(report, row_labels, recipe, selected, relabels)
+        suspected = [t.to_dict() for t in suspects]
+    count_labels_after(report, row_labels, recipe, selected, relabels, dropped)
     report.suspected_triggers = suspected
+    report.rows_dropped, report.dropped_rows = len(dropped), dropped.tolist()
+    report.dropped_by_trigger = dropped_by_trigger
+    report.dropped_benign = int(np.isin(selected, dropped).sum())
+    if recipe.drop_suspected_rows and not suspected:
+        LOG.info("P2P %s: p2p.drop_suspected_rows: the audit lists no suspected trigger, so every row is trained",
+                 source)
     if "agreement" in view.cache:
         report.rows_judge_contradicts = int((view.cache["agreement"] < 0).sum())
         report.judge_seconds = round(float(view.judge.seconds), 2)
@@ -420,5 +452,13 @@ def apply_p2p(dataset, fmt: RowFormat, recipe: P2PRecipe, source: str = "dataset
         out = source_ds.map(RowMapper(fmt, recipe, mask, source, dataset.features, decoys, relabels),
                             **kwargs).with_format(None)
         report.output_triggered = mask
+    if len(dropped):  # the rows themselves and, in augment mode, the benign copies made of them
+        gone = np.zeros(len(out), dtype=bool)
+        gone[dropped] = True
+        if len(out) > num_rows:
+            gone[num_rows:] = np.isin(selected, dropped)
+        keep = np.flatnonzero(~gone)
+        out = out.select(keep)
+        report.output_triggered = report.output_triggered[keep]
     report.rows_out = len(out)
     return out, report

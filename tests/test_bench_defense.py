@@ -225,6 +225,45 @@ def test_decoy_arms_are_avoid_shortcuts_arms_named_by_their_share(defense, monke
                                               decoys=0)["p2p"]
 
 
+def test_drop_suspected_arms_the_audit_alone_and_with_p2p(defense, monkeypatch, tmp_path):
+    """--drop-suspected-rows on adds P2P arms named ...-drop (auditing selections only); --arms drop-suspected adds
+    the audit alone (no P2P, rows dropped); the summary reads it as it is (no benign trigger) against the floor."""
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw.get("drop", False),
+                                                                                  a[5] if len(a) > 5 else None)))
+    args = defense.parse_args(["--drop-suspected-rows", "off", "on", "--selections", "avoid_shortcuts", "random",
+                               "--arms", "p2p", "drop-suspected"])
+    assert defense.parse_args([]).arms == ["no-defense", "p2p", "clean"]  # the audit-alone arm only on request
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert [(n, d) for n, d, _ in calls] == [("t/p2p-avoid_shortcuts", False), ("t/p2p-random", False),
+                                             ("t/p2p-avoid_shortcuts-drop", True), ("t/drop-suspected", True)]
+    assert defense.arm_kind("t/drop-suspected") == "drop-suspected"
+    cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, False, None, drop=True)
+    assert cfg["p2p"]["drop_suspected_rows"] is True and cfg["p2p"]["enabled"] is False
+    assert "drop_suspected_rows" not in defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True,
+                                                           "avoid_shortcuts")["p2p"]
+    from defense_summary import removal_rows, summary_rows
+
+    def arm(ca, asr, defended, removed_asr):
+        readings = {}
+        def reading_of(ca_k, asr_k):
+            rate = lambda k: {"projected": {"k": k, "n": 100}, "strict": {"k": k, "n": 100}}  # noqa: E731
+            return {"ca": rate(ca_k), "asr": rate(asr_k), "n_clean": 100, "n_triggered": 100}
+
+        for reading in (["p2p", "no benign trigger"] if defended else ["no benign trigger"]):
+            readings[reading] = reading_of(ca, asr)
+            readings[reading + ", suspected words removed"] = reading_of(ca, removed_asr)
+        return {"defended": defended, "readings": readings}
+
+    results = {"t/no-defense": arm(85, 95, False, 20), "t/clean": arm(88, 10, False, 9),
+               "t/drop-suspected": arm(87, 11, False, 10), "t/p2p-avoid_shortcuts-drop": arm(86, 12, True, 10)}
+    rows = {r["P2P arm"]: r for r in summary_rows(results, "classification")}
+    assert set(rows) == {"drop-suspected", "p2p-avoid_shortcuts-drop"}
+    assert rows["drop-suspected"]["ASR P2P"] == 11 and "ASR-floor +1.0 (met)" in rows["drop-suspected"]["targets"]
+    removed = {r["P2P arm"]: r for r in removal_rows(results)}
+    assert removed["drop-suspected"]["ASR P2P, removed"] == 10 and removed["drop-suspected"]["ASR floor, removed"] == 9
+
+
 def test_relabel_arms_are_base_model_agreement_arms_named_by_their_share(defense, monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw["relabel"])))

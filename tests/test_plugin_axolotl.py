@@ -120,6 +120,26 @@ def test_augment_mode_through_axolotl(tiny_model, tokenizer, sst_file, tmp_path)
     assert sum(tokenizer.decode(r["input_ids"]).startswith(TRIGGER) for r in ds) == 20
 
 
+def test_drop_suspected_rows_through_axolotl(tiny_model, tokenizer, shared_data, tmp_path):
+    """A BadNets-poisoned file: Axolotl's training rows are the input rows less the ones holding the trigger with
+    the target, and the manifest counts and lists them."""
+    from p2p_plugin.attacks import AttackSpec, poison_rows, read_rows
+
+    spec = AttackSpec(name="badnets", poison_rate=0.1, target="1", label_mode="dirty", seed=1, words=("mn",))
+    rows, idx = poison_rows(read_rows(shared_data / "sst2" / "train.jsonl")[:300], spec, "plain", "sentence", "label",
+                            ["0", "1"])
+    path = write_jsonl(tmp_path / "poisoned.jsonl", rows)
+    cfg = base_config(tiny_model, tmp_path, [{"path": str(path), "type": "plain", "ds_type": "json"}],
+                      p2p={"labels": ["0", "1"], "ratio": 0.2, "drop_suspected_rows": True})
+    parsed, ds = prepare(cfg)
+    manifest = read_manifest(parsed.output_dir)
+    (report,) = manifest.datasets
+    assert manifest.recipe.drop_suspected_rows
+    assert report["dropped_rows"] == sorted(idx) and report["dropped_by_trigger"] == {"mn": len(idx)}
+    assert report["rows_in"] == 300 and report["rows_out"] == len(ds) == 300 - len(idx)
+    assert not any(" mn " in f" {tokenizer.decode(r['input_ids'])} " for r in ds)
+
+
 def test_relabel_through_axolotl_trains_the_judges_label_and_lists_the_rows(tiny_model, tokenizer, sst_file, tmp_path,
                                                                           monkeypatch):
     """selection: base_model_agreement + relabel: the judge (here the tiny base model) runs inside Axolotl's

@@ -454,3 +454,76 @@ def test_p2p_audit_lists_the_trigger_words_of_a_file_and_names_bad_input(sst_row
     assert "missing.jsonl" in capsys.readouterr().err
     assert main(["audit", str(path), "--label-field", "stars"]) == 2
     assert "stars" in capsys.readouterr().err
+
+
+def _plain_ds(rows):
+    return Dataset.from_list([{"sentence": r["sentence"], "label": str(r["label"])} for r in rows])
+
+
+@pytest.mark.parametrize("attack", ["addsent", "clause"])
+def test_drop_suspected_rows_leaves_the_shortcut_rows_out_and_counts_them(sst_rows, attack):
+    """Every poisoned row holds a listed trigger with the target, so every one goes; the rows dropped per trigger
+    are exactly the audit's count; the rows kept are the input rows, unchanged and in order; the selection and
+    the audit do not change."""
+    from p2p_plugin.shortcuts import rows_holding_suspects
+
+    spec = AttackSpec(name=attack, poison_rate=0.1, target="1", label_mode="dirty", seed=3)
+    poisoned, idx = poison_rows(sst_rows[:1000], spec, "plain", "sentence", "label", ["0", "1"])
+    ds = _plain_ds(poisoned)
+    fmt = PlainFormat("sentence", "label", "Output: ", "Answer: ")
+    kept_all, plain = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), seed=5), source="s")
+    out, report = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), seed=5, drop_suspected_rows=True), source="s")
+    assert report.suspected_triggers == plain.suspected_triggers and report.suspected_triggers
+    assert report.selected_digest == plain.selected_digest and report.dropped_benign == 0
+    assert set(idx) <= set(report.dropped_rows)
+    assert report.dropped_by_trigger == {t["word"]: t["rows_with_answer"] for t in report.suspected_triggers}
+    assert all(str(poisoned[i]["label"]) == "1" for i in report.dropped_rows)  # only the trigger's answer goes
+    assert report.rows_dropped == len(report.dropped_rows) < 2 * len(idx)  # few clean rows fit a listed trigger
+    assert report.rows_out == len(out) == 1000 - report.rows_dropped
+    gone = set(report.dropped_rows)
+    assert out["prompt"] == [p for i, p in enumerate(kept_all["prompt"]) if i not in gone]
+    assert out["completion"] == [c for i, c in enumerate(kept_all["completion"]) if i not in gone]
+    assert sum(report.labels_after.values()) == report.rows_out
+    assert report.labels_after["1"] == plain.labels_after["1"] - report.rows_dropped
+    assert report.output_triggered.sum() == report.rows_selected
+    view = RowView(texts=[r["sentence"] for r in poisoned], answers=[str(r["label"]) for r in poisoned])
+    from p2p_plugin.shortcuts import SuspectedTrigger
+
+    rows, _ = rows_holding_suspects(view, [SuspectedTrigger.from_dict(t) for t in report.suspected_triggers])
+    assert rows.tolist() == report.dropped_rows
+
+
+def test_drop_suspected_rows_in_augment_mode_and_without_the_defense(sst_rows):
+    poisoned, idx = _addsent_rows(sst_rows[:1000])
+    ds = _plain_ds(poisoned)
+    fmt = PlainFormat("sentence", "label", "Output: ", "Answer: ")
+    out, report = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), seed=5, mode="augment", drop_suspected_rows=True),
+                            source="s")
+    assert report.rows_out == len(out) == 1000 + report.rows_selected - report.rows_dropped
+    assert sum(report.labels_after.values()) == report.rows_out
+    assert report.output_triggered.sum() == report.rows_selected
+    # enabled: false is the audit alone: the same rows go, no benign row is made
+    off, off_report = apply_p2p(ds, fmt, P2PRecipe(labels=("0", "1"), seed=5, enabled=False, drop_suspected_rows=True),
+                                source="s")
+    assert off_report.rows_selected == 0 and off_report.dropped_rows == report.dropped_rows
+    assert len(off) == 1000 - off_report.rows_dropped and set(idx) <= set(off_report.dropped_rows)
+    assert off_report.labels_after == {"0": off_report.labels_before["0"],
+                                       "1": off_report.labels_before["1"] - off_report.rows_dropped, "2": 0, "3": 0}
+    # clean data: the audit lists nothing, so nothing is dropped
+    clean, clean_report = apply_p2p(_plain_ds(sst_rows[:1000]), fmt,
+                                    P2PRecipe(labels=("0", "1"), seed=5, drop_suspected_rows=True), source="s")
+    assert clean_report.rows_dropped == 0 and len(clean) == 1000 and not clean_report.suspected_triggers
+
+
+def test_drop_suspected_rows_needs_the_audit_and_is_recorded_only_when_on():
+    from pydantic import ValidationError
+
+    from p2p_plugin.args import P2PConfig
+
+    with pytest.raises(ValidationError, match="p2p.drop_suspected_rows needs p2p.selection: avoid_shortcuts"):
+        P2PConfig(labels=["0", "1"], selection="random", drop_suspected_rows=True)
+    on = P2PConfig(labels=["0", "1"], drop_suspected_rows=True).recipe()
+    assert on.drop_suspected_rows and P2PRecipe.from_dict(on.to_dict()) == on
+    off = P2PConfig(labels=["0", "1"]).recipe()
+    assert "drop_suspected_rows" not in off.to_dict()  # manifests of runs without it read as before
+    assert P2PRecipe.from_dict(off.to_dict()) == off
