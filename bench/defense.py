@@ -509,7 +509,8 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
     arms = {f"{tag}/no-defense{lora_suffix(t)}": dict(data=poisoned, defended=False, lora_targets=t) for t in baselines}
     for name, p2p_arm in p2p_arms(args).items():
         arms[f"{tag}/{name}"] = dict(data=poisoned, defended=True, **p2p_arm)
-    arms.update({f"{tag}/drop-suspected{lora_suffix(t)}": dict(data=poisoned, defended=False, lora_targets=t, drop=True)
+    arms.update({f"{tag}/drop-suspected{lora_suffix(t)}": dict(data=poisoned, defended=False, lora_targets=t, drop=True,
+                                                               selection="avoid_shortcuts")  # the audit's selection
                  for t in baselines})
     arms.update({f"{tag}/clean{lora_suffix(t)}": dict(data=clean_train, defended=False, lora_targets=t)
                  for t in baselines})

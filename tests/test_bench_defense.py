@@ -229,16 +229,26 @@ def test_drop_suspected_arms_the_audit_alone_and_with_p2p(defense, monkeypatch, 
     """--drop-suspected-rows on adds P2P arms named ...-drop (auditing selections only); --arms drop-suspected adds
     the audit alone (no P2P, rows dropped); the summary reads it as it is (no benign trigger) against the floor."""
     calls = []
-    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw.get("drop", False),
-                                                                                  a[5] if len(a) > 5 else None)))
+    configs = []
+
+    def run_arm(name, data, model, args, work, clean, triggered, defended, **kw):
+        calls.append((name, kw.get("drop", False)))
+        configs.append(defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, defended,
+                                          kw.get("selection", "random"), drop=kw.get("drop", False)))
+
+    monkeypatch.setattr(defense, "run_arm", run_arm)
     args = defense.parse_args(["--drop-suspected-rows", "off", "on", "--selections", "avoid_shortcuts", "random",
                                "--arms", "p2p", "drop-suspected"])
     assert defense.parse_args([]).arms == ["no-defense", "p2p", "clean"]  # the audit-alone arm only on request
     defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
-    assert [(n, d) for n, d, _ in calls] == [("t/p2p-avoid_shortcuts", False), ("t/p2p-random", False),
-                                             ("t/p2p-avoid_shortcuts-drop", True), ("t/drop-suspected", True)]
+    assert calls == [("t/p2p-avoid_shortcuts", False), ("t/p2p-random", False),
+                     ("t/p2p-avoid_shortcuts-drop", True), ("t/drop-suspected", True)]
     assert defense.arm_kind("t/drop-suspected") == "drop-suspected"
-    cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, False, None, drop=True)
+    from p2p_plugin.args import P2PConfig
+
+    for cfg in configs:  # every config is one the plugin accepts (drop needs an auditing selection)
+        P2PConfig.model_validate(cfg["p2p"])
+    cfg = configs[-1]
     assert cfg["p2p"]["drop_suspected_rows"] is True and cfg["p2p"]["enabled"] is False
     assert "drop_suspected_rows" not in defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True,
                                                            "avoid_shortcuts")["p2p"]
