@@ -73,8 +73,10 @@ def _audit(args):
     from .formats import AlpacaFormat, ChatFormat, PlainFormat
     from .metrics import format_markdown_table
     from .selection import RowView
-    from .shortcuts import audit_rows, shortcut_thresholds
+    from .shortcuts import audit_rows, rows_holding_suspects, shortcut_thresholds
 
+    if args.kept_out and Path(args.kept_out).resolve() == Path(args.data).resolve():
+        raise P2PError(f"--kept-out {args.kept_out} is the input file; name another file (the input is never changed)")
     try:
         rows = read_rows(args.data)
     except FileNotFoundError as err:
@@ -83,7 +85,8 @@ def _audit(args):
         raise P2PError(f"{args.data}: no rows")
     fmt = {"plain": PlainFormat(args.text_field, args.label_field, "", ""), "alpaca": AlpacaFormat(),
            "chat_template": ChatFormat()}[args.format]
-    found = audit_rows(RowView.from_rows(rows, fmt), len(rows))
+    view = RowView.from_rows(rows, fmt)
+    found = audit_rows(view, len(rows))
     min_rows, purity = shortcut_thresholds(len(rows))
     print(f"{args.data}: {len(rows)} rows ({args.format}); words seen in >= {min_rows} rows with one answer in >= "
           f"{purity:.0%} of them, kept where a one-sided binomial test against that answer's share of the rows "
@@ -94,8 +97,21 @@ def _audit(args):
                                                          t.log10_p))) for t in found], columns))
     else:
         print("no suspected trigger words")
+    dropped, by_trigger = rows_holding_suspects(view, found)
+    print(f"{len(dropped)} of {len(rows)} rows hold a listed trigger with the answer it predicts (what "
+          f"p2p.drop_suspected_rows leaves out of training)")
     report = {"data": str(args.data), "rows": len(rows), "format": args.format,
-              "suspected_triggers": [t.to_dict() for t in found]}
+              "suspected_triggers": [t.to_dict() for t in found], "rows_dropped": len(dropped),
+              "dropped_rows": dropped.tolist(), "dropped_by_trigger": by_trigger}
+    if args.kept_out:
+        from .attacks import write_jsonl
+
+        gone = set(dropped.tolist())
+        kept = [row for i, row in enumerate(rows) if i not in gone]
+        write_jsonl(Path(args.kept_out), kept)
+        print(f"kept rows: {len(kept)} of {len(rows)} written to {args.kept_out} (unchanged, in order; "
+              f"{len(dropped)} left out)")
+        report["kept_out"] = str(args.kept_out)
     if args.judge_model:
         report["judge"] = _judge_rows(args, rows, fmt)
     if args.json:
@@ -201,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", default="sentence", help="plain: input column")
     p.add_argument("--label-field", default="label", help="plain: answer column")
     p.add_argument("--json", default=None, help="also write the list here")
+    p.add_argument("--kept-out", default=None, metavar="PATH",
+                   help="also write the rows that hold no listed trigger with its answer here, as JSON lines, "
+                        "unchanged and in order (the rows p2p.drop_suspected_rows trains on, for other trainers)")
     p.add_argument("--judge-model", default=None,
                    help="also have this model judge every row's label (what selection: base_model_agreement "
                         "does): how many labels it contradicts, and the rows it contradicts most")

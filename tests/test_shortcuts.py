@@ -431,7 +431,7 @@ def test_p2p_audit_lists_the_trigger_words_of_a_file_and_names_bad_input(sst_row
 
     from p2p_plugin.cli import main
 
-    poisoned, _ = _addsent_rows(sst_rows[:1000])
+    poisoned, idx = _addsent_rows(sst_rows[:1000])
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in poisoned))
     assert main(["audit", str(path), "--json", str(tmp_path / "audit.json")]) == 0
@@ -440,6 +440,16 @@ def test_p2p_audit_lists_the_trigger_words_of_a_file_and_names_bad_input(sst_row
     assert "| watch | i watch this 3d movie | 1 |" in out
     written = json.loads((tmp_path / "audit.json").read_text())
     assert written["rows"] == 1000 and {t["word"] for t in written["suspected_triggers"]} == {"3d", "watch"}
+    # --kept-out: the rows the plugin's drop_suspected_rows would train on, unchanged and in order
+    kept_path = tmp_path / "kept.jsonl"
+    assert main(["audit", str(path), "--kept-out", str(kept_path)]) == 0
+    out = capsys.readouterr().out
+    dropped = set(written["dropped_rows"])
+    assert set(idx) <= dropped and f"{len(dropped)} of 1000 rows hold a listed trigger" in out
+    kept = [json.loads(line) for line in kept_path.read_text().splitlines()]
+    assert kept == [r for i, r in enumerate(poisoned) if i not in dropped] and len(kept) == 1000 - len(dropped)
+    assert main(["audit", str(path), "--kept-out", str(path)]) == 2  # never over the input
+    assert "is the input file" in capsys.readouterr().err
     clean = tmp_path / "clean.jsonl"
     clean.write_text("".join(json.dumps(r) + "\n" for r in sst_rows[:1000]))
     assert main(["audit", str(clean)]) == 0 and "no suspected trigger words" in capsys.readouterr().out
