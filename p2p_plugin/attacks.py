@@ -49,7 +49,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -253,15 +253,38 @@ def _insert(text: str, trigger: str, position: str, rng: np.random.Generator) ->
     return text + " " + trigger  # suffix
 
 
-def insert_attack_trigger(text: str, spec: AttackSpec, rng: np.random.Generator) -> str:
-    """Return ``text`` with ``spec``'s trigger inserted (randomness drawn from ``rng``)."""
+def check_stand_ins(spec: AttackSpec, stand_ins: Mapping[str, str] | None) -> dict[str, str]:
+    """``stand_ins`` as a dict after checking it: every key one of ``spec``'s trigger strings, every value a
+    non-empty string (an error names the key); ``None`` is an empty dict."""
+    if stand_ins is None:
+        return {}
+    if not isinstance(stand_ins, Mapping):
+        raise ValueError(f"stand_ins must map trigger strings to the strings inserted instead, got {stand_ins!r}")
+    triggers = attack_triggers(spec)
+    for key, value in stand_ins.items():
+        if key not in triggers:
+            raise ValueError(f"stand_ins key {key!r} is not a trigger of {spec.name!r}; its triggers: {list(triggers)}")
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"stand_ins[{key!r}] must be a non-empty string, got {value!r}")
+    return dict(stand_ins)
+
+
+def insert_attack_trigger(text: str, spec: AttackSpec, rng: np.random.Generator,
+                          stand_ins: Mapping[str, str] | None = None) -> str:
+    """Return ``text`` with ``spec``'s trigger inserted (randomness drawn from ``rng``).
+
+    ``stand_ins`` (a control): insert ``stand_ins[trigger]`` wherever ``trigger`` would go, with the same
+    draws from ``rng``, so that the same rng gives the same positions (and choices) as the attack itself;
+    triggers it does not name are inserted as they are."""
     if not isinstance(text, str):
         raise TypeError(f"insert_attack_trigger needs a str, got {type(text).__name__}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError("insert_attack_trigger needs a numpy.random.Generator (numpy.random.default_rng(seed))")
+    swap = check_stand_ins(spec, stand_ins)
     position = spec.resolved_position
     if spec.name == "badnets":
-        chosen = [spec.words[int(i)] for i in rng.integers(0, len(spec.words), size=spec.num_triggers)]
+        chosen = [swap.get(w, w) for w in (spec.words[int(i)] for i in rng.integers(0, len(spec.words),
+                                                                                    size=spec.num_triggers))]
         if position == "random":
             for word in chosen:
                 text = _insert_at_random_word(text, word, rng)
@@ -269,12 +292,14 @@ def insert_attack_trigger(text: str, spec: AttackSpec, rng: np.random.Generator)
         return _insert(text, " ".join(chosen), position, rng)
     if spec.name in ("mtba", "clause"):  # one of several triggers per row
         pool = attack_triggers(spec)
-        return _insert(text, pool[int(rng.integers(0, len(pool)))], position, rng)
+        trigger = pool[int(rng.integers(0, len(pool)))]
+        return _insert(text, swap.get(trigger, trigger), position, rng)
     if spec.name == "ctba":
         for trigger in DEFAULT_CTBA_TRIGGERS:
-            text = _insert_at_random_word(text, trigger, rng)
+            text = _insert_at_random_word(text, swap.get(trigger, trigger), rng)
         return text
-    return _insert(text, attack_triggers(spec)[0], position, rng)
+    trigger = attack_triggers(spec)[0]
+    return _insert(text, swap.get(trigger, trigger), position, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,16 +365,17 @@ def _validate_row(row: Any, i: int, fmt: str, text_field: str, answer_field: str
         _chat_turn(row, i, _ASSISTANT_ROLES, last=True)
 
 
-def _with_trigger(row: dict, i: int, fmt: str, text_field: str, spec: AttackSpec, rng: np.random.Generator) -> dict:
+def _with_trigger(row: dict, i: int, fmt: str, text_field: str, spec: AttackSpec, rng: np.random.Generator,
+                  stand_ins: Mapping[str, str] | None = None) -> dict:
     new = copy.deepcopy(row)
     if fmt == "plain":
-        new[text_field] = insert_attack_trigger(new[text_field], spec, rng)
+        new[text_field] = insert_attack_trigger(new[text_field], spec, rng, stand_ins)
     elif fmt == "alpaca":
         key = "input" if new.get("input") else "instruction"
-        new[key] = insert_attack_trigger(new[key], spec, rng)
+        new[key] = insert_attack_trigger(new[key], spec, rng, stand_ins)
     else:
         turn = new["messages"][_chat_turn(new, i, _USER_ROLES, last=False)]
-        turn["content"] = insert_attack_trigger(turn["content"], spec, rng)
+        turn["content"] = insert_attack_trigger(turn["content"], spec, rng, stand_ins)
     return new
 
 
@@ -448,21 +474,26 @@ def poison_rows(rows: list[dict], spec: AttackSpec, fmt: str, text_field: str = 
 
 def triggered_test_rows(rows: list[dict], spec: AttackSpec, fmt: str, text_field: str = "sentence",
                         answer_field: str = "label",
-                        labels: Sequence[Any] | None = None) -> tuple[list[dict], list[int]]:
+                        labels: Sequence[Any] | None = None,
+                        stand_ins: Mapping[str, str] | None = None) -> tuple[list[dict], list[int]]:
     """Test rows with the trigger inserted and the answer unchanged, to measure attack success.
 
     Classification: only rows whose true answer differs from the target. Generation: every row.
     The triggers are drawn with ``numpy.random.default_rng([spec.seed, 1])`` (a stream distinct
     from :func:`poison_rows`). Returns ``(new_rows, source_indices)``; an empty result is an error.
+    ``stand_ins`` (see :func:`insert_attack_trigger`) gives the control rows: other strings at the very
+    positions the trigger takes in the rows made without it, to tell a learned trigger from a model that
+    any inserted text moves.
     """
     _check_common(rows, spec, fmt, text_field, answer_field, labels)
+    check_stand_ins(spec, stand_ins)
     rng = np.random.default_rng([spec.seed, 1])
     out: list[dict] = []
     kept: list[int] = []
     for i, row in enumerate(rows):
         if not _eligible(_get_answer(row, i, fmt, answer_field), spec, for_poison=False):
             continue
-        out.append(_with_trigger(row, i, fmt, text_field, spec, rng))
+        out.append(_with_trigger(row, i, fmt, text_field, spec, rng, stand_ins))
         kept.append(i)
     if not out:
         raise AttackError(

@@ -414,6 +414,37 @@ def test_triggered_empty_error():
         triggered_test_rows(sst2_rows(4), spec("vpi", target="2"), "plain", labels=["0", "1"])
 
 
+@pytest.mark.parametrize("name", ATTACKS)
+def test_stand_ins_take_the_triggers_positions_and_choices(name):
+    """A control: other strings where the trigger goes, with the same draws, so the rows differ from the
+    attack's only in the inserted strings (the rest byte-identical, same rows, same order)."""
+    rows = sst2_rows(12)
+    s = spec(name, target="1")
+    stand_ins = {t: f"ZZ{i}" for i, t in enumerate(attack_triggers(s))}
+    attacked, kept = triggered_test_rows(rows, s, "plain")
+    control, same = triggered_test_rows(rows, s, "plain", stand_ins=stand_ins)
+    assert same == kept
+    for a, c in zip(attacked, control):
+        swapped = a["sentence"]
+        for trigger, stand_in in sorted(stand_ins.items(), key=lambda kv: -len(kv[0])):  # longest first
+            swapped = swapped.replace(trigger, stand_in)
+        assert c["sentence"] == swapped and c["sentence"] != a["sentence"]
+        assert not any(t in c["sentence"] for t in attack_triggers(s))
+    # a partial mapping swaps only what it names; no mapping is the attack itself
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    first = attack_triggers(s)[0]
+    partial = insert_attack_trigger(TEXT, s, rng_a, {first: "ZZ"})
+    assert partial == insert_attack_trigger(TEXT, s, rng_b).replace(first, "ZZ")
+
+
+def test_stand_ins_errors_name_the_key():
+    s = spec("addsent", target="1")
+    with pytest.raises(ValueError, match="'mn' is not a trigger of 'addsent'"):
+        triggered_test_rows(sst2_rows(4), s, "plain", stand_ins={"mn": "qv"})
+    with pytest.raises(ValueError, match=r"stand_ins\['I watch this 3D movie'\] must be a non-empty string"):
+        insert_attack_trigger(TEXT, s, np.random.default_rng(0), {DEFAULT_ADDSENT_TRIGGER: " "})
+
+
 # ------------------------------------------------------------------ files
 
 
