@@ -283,8 +283,8 @@ def insert_attack_trigger(text: str, spec: AttackSpec, rng: np.random.Generator,
     swap = check_stand_ins(spec, stand_ins)
     position = spec.resolved_position
     if spec.name == "badnets":
-        chosen = [swap.get(w, w) for w in (spec.words[int(i)] for i in rng.integers(0, len(spec.words),
-                                                                                    size=spec.num_triggers))]
+        chosen = [spec.words[int(i)] for i in rng.integers(0, len(spec.words), size=spec.num_triggers)]
+        chosen = [swap.get(word, word) for word in chosen]
         if position == "random":
             for word in chosen:
                 text = _insert_at_random_word(text, word, rng)
