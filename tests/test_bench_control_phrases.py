@@ -78,3 +78,26 @@ def test_an_arm_without_a_model_is_left_out_and_said(controls_bench, tmp_path, c
     assert "vpi / missing: no trained model" in capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "controls.json").read_text())
     assert report["attacks"]["vpi"]["arms"] == {} and report["attacks"]["vpi"]["rows"] == 20
+
+
+def test_parts_take_the_triggers_place_and_stay_out_of_the_controls_mean(controls_bench, tmp_path):
+    folder, _ = _attack_folder(tmp_path, "addsent")
+    texts, _, _ = controls_bench.conditions(folder, "addsent", 1000, parts=True)
+    parts = controls_bench.PARTS["addsent"]
+    assert {c for c in texts if c.startswith("part ")} == {f"part {name}" for name in parts}
+    for name in parts:
+        assert all(row == trig.replace("I watch this 3D movie", name)
+                   for row, trig in zip(texts[f"part {name}"], texts["trigger"]))
+    assert set(controls_bench.conditions(folder, "addsent", 1000)[0]) == {"none", "trigger", "control A", "control B"}
+    assert "part 2024" not in controls_bench.conditions(folder, "addsent", 1000, parts=True)[0]  # AddSent's own only
+
+    hits = {c: np.zeros(4, bool) for c in texts}
+    hits["trigger"][:2] = True
+    hits["part 3D"][:4] = True  # a part that moves every row does not change the trigger's excess over the controls
+    s = controls_bench.summarise(hits)
+    assert s["trigger_minus_controls"] == 50.0 and s["conditions"]["part 3D"]["pct"] == 100.0
+    table = controls_bench.markdown({"date": "d", "attacks": {"addsent": {
+        "controls": controls_bench.CONTROLS["addsent"], "rows": 4, "arms": {"p2p": s}}}}, "cmd")
+    assert "| addsent | p2p | 0.0 (0/4) | 50.0 (2/4) | 0.0 (0/4) | 0.0 (0/4) | +50.0 |" in table
+    assert "Parts of the addsent trigger" in table and "| p2p | 0.0 (0/4) | 50.0 (2/4) |" in table
+    assert "100.0 (4/4)" in table.split("Parts of the addsent trigger")[1]
