@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -150,9 +151,10 @@ def build_parser():
                         "another set are named clean-lora-<set> / no-defense-lora-<set>, and a P2P arm on that set "
                         "is read against them (floor, CA, the targets) instead of the qv pair")
     p.add_argument("--train-seeds", nargs="+", type=int, default=None,
-                   help="repeat every P2P arm with each of these seeds (P2P selection + training: LoRA init, row "
-                        "order; the data, attack, no-defense and clean arms keep --seed); arms with a seed other "
-                        "than --seed are named p2p-...-seed<k>, and the report adds a table over the seeds")
+                   help="repeat every P2P arm and the drop-suspected arm with each of these seeds (P2P selection + "
+                        "training: LoRA init, row order; the data, attack, no-defense and clean arms keep --seed); "
+                        "arms with a seed other than --seed are named <arm>-seed<k>, and the report adds a table "
+                        "over the seeds")
     p.add_argument("--ratios", nargs="+", type=float, default=None,
                    help="rho ablation: one P2P arm per ratio and selection (arms at a ratio other than "
                         f"{P2PRecipe.ratio:g} are named p2p-<selection>-rho<ratio>); default: --ratio")
@@ -509,9 +511,10 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
     arms = {f"{tag}/no-defense{lora_suffix(t)}": dict(data=poisoned, defended=False, lora_targets=t) for t in baselines}
     for name, p2p_arm in p2p_arms(args).items():
         arms[f"{tag}/{name}"] = dict(data=poisoned, defended=True, **p2p_arm)
-    arms.update({f"{tag}/drop-suspected{lora_suffix(t)}": dict(data=poisoned, defended=False, lora_targets=t, drop=True,
-                                                               selection="avoid_shortcuts")  # the audit's selection
-                 for t in baselines})
+    arms.update({f"{tag}/drop-suspected{lora_suffix(t)}{seed_suffix(seed, args)}":
+                 dict(data=poisoned, defended=False, lora_targets=t, drop=True, seed=seed,
+                      selection="avoid_shortcuts")  # the audit's selection
+                 for seed in args.train_seeds or [args.seed] for t in baselines})
     arms.update({f"{tag}/clean{lora_suffix(t)}": dict(data=clean_train, defended=False, lora_targets=t)
                  for t in baselines})
     arms = {name: arm for name, arm in arms.items() if arm_kind(name) in args.arms}
@@ -546,7 +549,7 @@ def p2p_arms(args) -> dict[str, dict]:
                         f"-decoys{decoys:g}" if decoys else "") + (f"-relabel{relabel:g}" if relabel else "") + (
                         f"-{mode}" if mode not in (None, P2PRecipe.mode) else "") + (
                         f"-triggers{triggers}" if triggers not in (None, 1) else "") + lora_suffix(targets) + (
-                        "-drop" if drop else "") + ("" if seed == args.seed else f"-seed{seed}")
+                        "-drop" if drop else "") + seed_suffix(seed, args)
                     for selection in args.selections:
                         if decoys and selection not in AUDITING_SELECTIONS:
                             continue  # decoys are cut from the rows avoid_shortcuts flags
@@ -561,10 +564,16 @@ def p2p_arms(args) -> dict[str, dict]:
     return arms
 
 
+def seed_suffix(seed: int, args) -> str:
+    """What the name of an arm repeated by --train-seeds gets: nothing for --seed, else ``-seed<k>``."""
+    return "" if seed == args.seed else f"-seed{seed}"
+
+
 def arm_kind(name: str) -> str:
-    """``no-defense``, ``p2p``, ``clean`` or ``drop-suspected``, from an arm's name (``<attack tag>/<arm>[-lora-<set>]``)."""
+    """``no-defense``, ``p2p``, ``clean`` or ``drop-suspected``, from an arm's name
+    (``<attack tag>/<arm>[-lora-<set>][-seed<k>]``)."""
     arm = name.rsplit("/", 1)[1]
-    return "p2p" if arm.startswith("p2p-") else arm.split("-lora-")[0]
+    return "p2p" if arm.startswith("p2p-") else re.sub(r"-seed\d+$", "", arm).split("-lora-")[0]
 
 
 def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices, data: Path | None = None) -> int:

@@ -404,6 +404,22 @@ def test_train_seeds_repeat_only_the_p2p_arms(defense, monkeypatch, tmp_path):
     assert (default["seed"], default["p2p"]["seed"]) == (args.seed, args.seed)
 
 
+def test_train_seeds_repeat_the_drop_suspected_arm_too(defense, monkeypatch, tmp_path):
+    """The audit-alone arm (no P2P) is a defense arm as well: --train-seeds repeats it with the seed in its
+    name and its config, so its spread can be read beside P2P's; its kind stays drop-suspected."""
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw.get("seed"), kw.get("drop"))))
+    args = defense.parse_args(["--train-seeds", "0", "1", "--arms", "drop-suspected", "--baseline-lora-targets",
+                               "qv", "all-linear"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/drop-suspected", 0, True), ("t/drop-suspected-lora-all-linear", 0, True),
+                     ("t/drop-suspected-seed1", 1, True), ("t/drop-suspected-lora-all-linear-seed1", 1, True)]
+    assert {defense.arm_kind(name) for name, _, _ in calls} == {"drop-suspected"}
+    assert defense.arm_kind("t/no-defense-lora-all-linear") == "no-defense"
+    cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, False, "avoid_shortcuts", seed=1, drop=True)
+    assert (cfg["seed"], cfg["p2p"]["seed"], cfg["p2p"]["enabled"]) == (1, 1, False)
+
+
 def test_seed_rows_group_p2p_arms_over_their_seeds(defense):
     from defense_summary import seed_rows
 
