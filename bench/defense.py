@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import random
-import re
 import sys
 import time
 from contextlib import contextmanager
@@ -66,8 +65,8 @@ from p2p_plugin.manifest import read_manifest  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table, require_rouge  # noqa: E402
 from p2p_plugin.runs import (DEFAULT_LORA_TARGETS, LORA_TARGETS, OFFLINE_ENV, resolve_model, train_arm,  # noqa: E402
                              training_config)
-from defense_summary import (REMOVAL_COLUMNS, SEED_COLUMNS, SUMMARY_COLUMNS, baseline_arm, removal_rows,  # noqa: E402
-                             seed_rows, summary_chart, summary_rows)
+from defense_summary import (REMOVAL_COLUMNS, SEED_COLUMNS, SEED_SUFFIX, SUMMARY_COLUMNS, baseline_arm,  # noqa: E402
+                             removal_rows, seed_rows, summary_chart, summary_rows)
 
 
 PRESETS = {
@@ -573,7 +572,7 @@ def arm_kind(name: str) -> str:
     """``no-defense``, ``p2p``, ``clean`` or ``drop-suspected``, from an arm's name
     (``<attack tag>/<arm>[-lora-<set>][-seed<k>]``)."""
     arm = name.rsplit("/", 1)[1]
-    return "p2p" if arm.startswith("p2p-") else re.sub(r"-seed\d+$", "", arm).split("-lora-")[0]
+    return "p2p" if arm.startswith("p2p-") else SEED_SUFFIX.sub("", arm).split("-lora-")[0]
 
 
 def poisoned_in_benign_subset(arm_dir: Path, poisoned_indices, data: Path | None = None) -> int:
