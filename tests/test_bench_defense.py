@@ -418,6 +418,12 @@ def test_train_seeds_repeat_the_drop_suspected_arm_too(defense, monkeypatch, tmp
     assert defense.arm_kind("t/no-defense-lora-all-linear") == "no-defense"
     cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, False, "avoid_shortcuts", seed=1, drop=True)
     assert (cfg["seed"], cfg["p2p"]["seed"], cfg["p2p"]["enabled"]) == (1, 1, False)
+    from defense_summary import seed_rows
+
+    rows = [{"attack": "t", "P2P arm": arm, "ASR P2P": asr, "CA P2P": 87.0, "ASR floor": 10.0}
+            for arm, asr in (("drop-suspected", 15.0), ("drop-suspected-seed1", 12.0))]
+    [group] = seed_rows(rows)  # the report's table over seeds groups the drop-alone seeds too
+    assert (group["P2P arm"], group["seeds"], group["ASR P2P by seed"]) == ("drop-suspected", 2, "0: 15.0, 1: 12.0")
 
 
 def test_seed_rows_group_p2p_arms_over_their_seeds(defense):
