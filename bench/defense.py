@@ -65,8 +65,9 @@ from p2p_plugin.manifest import read_manifest  # noqa: E402
 from p2p_plugin.metrics import format_markdown_table, require_rouge  # noqa: E402
 from p2p_plugin.runs import (DEFAULT_LORA_TARGETS, LORA_TARGETS, OFFLINE_ENV, resolve_model, train_arm,  # noqa: E402
                              training_config)
-from defense_summary import (REMOVAL_COLUMNS, SEED_COLUMNS, SEED_SUFFIX, SUMMARY_COLUMNS, baseline_arm,  # noqa: E402
-                             removal_rows, seed_rows, summary_chart, summary_rows)
+from defense_summary import (FLOOR_COLUMNS, REMOVAL_COLUMNS, SEED_COLUMNS, SEED_SUFFIX,  # noqa: E402
+                             SUMMARY_COLUMNS, baseline_arm, floor_rows, removal_rows, seed_rows, summary_chart,
+                             summary_rows)
 
 
 PRESETS = {
@@ -85,9 +86,10 @@ GEN_TARGETS = {  # what the BackdoorLLM attacker makes the model say (see ../sha
 
 
 # The settings a reused report (--reuse-report) may differ in: lists whose values only add arms, each named after
-# its value (the attack's folder, a P2P arm's suffix), so the report's arms stay what this run would train.
-REUSE_FREE_SETTINGS = ("attacks", "selections", "ratios", "placements", "decoys", "relabel", "modes",
-                       "benign_triggers", "lora_targets", "train_seeds", "drop_suspected_rows")
+# its value (the attack's folder, a P2P arm's suffix, a seed), or pick which of them run (--arms), so the
+# report's arms stay what this run would train.
+REUSE_FREE_SETTINGS = ("arms", "attacks", "selections", "ratios", "placements", "decoys", "relabel", "modes",
+                       "benign_triggers", "lora_targets", "train_seeds", "clean_seeds", "drop_suspected_rows")
 
 
 def parse_args(argv=None):
@@ -154,6 +156,11 @@ def build_parser():
                         "training: LoRA init, row order; the data, attack, no-defense and clean arms keep --seed); "
                         "arms with a seed other than --seed are named <arm>-seed<k>, and the report adds a table "
                         "over the seeds")
+    p.add_argument("--clean-seeds", nargs="+", type=int, default=None,
+                   help="repeat the clean arm (the ASR floor) with each of these training seeds (LoRA init, row "
+                        "order; its data keeps --seed), each trained once per work folder and read on every "
+                        "attack; arms with a seed other than --seed are named clean-seed<k>, and the report adds "
+                        "the floor's spread over them and reads the seed table against their mean")
     p.add_argument("--ratios", nargs="+", type=float, default=None,
                    help="rho ablation: one P2P arm per ratio and selection (arms at a ratio other than "
                         f"{P2PRecipe.ratio:g} are named p2p-<selection>-rho<ratio>); default: --ratio")
@@ -262,13 +269,15 @@ def lora_suffix(targets: str | None) -> str:
     return "" if targets in (None, DEFAULT_LORA_TARGETS) else f"-lora-{targets}"
 
 
-def train_shared_clean_model(data: Path, model, args, work: Path, lora_targets: str | None = None):
-    """The clean arm's model depends only on the clean training file, its LoRA target set and the
-    settings of --work, not on the attack: train it once per work folder and set, and evaluate it on
-    every attack's test rows. A file lock lets several benchmark processes share one --work (the
-    second waits, then reuses it)."""
-    name = f"clean-model-{data.stem}{lora_suffix(lora_targets)}"
-    cfg = arm_config(model, data, work / name, work, args, False, "random", lora_targets=lora_targets)
+def train_shared_clean_model(data: Path, model, args, work: Path, lora_targets: str | None = None,
+                             seed: int | None = None):
+    """The clean arm's model depends only on the clean training file, its LoRA target set, its training
+    seed and the settings of --work, not on the attack: train it once per work folder, set and seed
+    (``clean-model-<file>[-lora-<set>][-seed<k>]``), and evaluate it on every attack's test rows. A file
+    lock lets several benchmark processes share one --work (the second waits, then reuses it)."""
+    seed = args.seed if seed is None else seed
+    name = f"clean-model-{data.stem}{lora_suffix(lora_targets)}{seed_suffix(seed, args)}"
+    cfg = arm_config(model, data, work / name, work, args, False, "random", lora_targets=lora_targets, seed=seed)
     with locked(work / f".{name}.lock"):
         return work / name, train_arm(cfg, work, name)
 
@@ -311,7 +320,7 @@ def _train_and_evaluate(name, data, model, args, work, clean_rows, triggered_row
                         removed_words=(), relabel=None, mode=None, lora_targets=None, triggers=None,
                         drop=False) -> dict:
     if shared_clean:
-        arm_dir, trained = train_shared_clean_model(Path(data), model, args, work, lora_targets)
+        arm_dir, trained = train_shared_clean_model(Path(data), model, args, work, lora_targets, seed)
     else:
         arm_dir = work / name
         cfg = arm_config(model, data, arm_dir, work, args, defended, selection, ratio=ratio, placement=placement,
@@ -514,8 +523,9 @@ def run_attack_arms(tag, poisoned, clean_train, poisoned_indices, model, args, w
                  dict(data=poisoned, defended=False, lora_targets=t, drop=True, seed=seed,
                       selection="avoid_shortcuts")  # the audit's selection
                  for seed in args.train_seeds or [args.seed] for t in baselines})
-    arms.update({f"{tag}/clean{lora_suffix(t)}": dict(data=clean_train, defended=False, lora_targets=t)
-                 for t in baselines})
+    arms.update({f"{tag}/clean{lora_suffix(t)}{seed_suffix(seed, args)}":
+                 dict(data=clean_train, defended=False, lora_targets=t, seed=seed)
+                 for seed in args.clean_seeds or [args.seed] for t in baselines})
     arms = {name: arm for name, arm in arms.items() if arm_kind(name) in args.arms}
     for name, arm in arms.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
@@ -644,10 +654,13 @@ def write_results(args, model, data_name, results, started):
     report = report_path(args, model, data_name)
     res_dir, stem = report.parent, report.stem
     res_dir.mkdir(parents=True, exist_ok=True)
-    summary_table = summary_rows(results, args.task)
+    summary_table = summary_rows(results, args.task, args.seed)
     over_seeds = seed_rows(summary_table, args.seed)
     if over_seeds:
         out["over_seeds"] = over_seeds
+    floors = floor_rows(results, args.seed)
+    if floors:
+        out["floor_over_clean_seeds"] = floors
     removal = removal_rows(results)
     if removal:
         out["suspected_words_removed"] = removal
@@ -686,6 +699,9 @@ def write_results(args, model, data_name, results, started):
                 f"{format_markdown_table(removal, REMOVAL_COLUMNS)}\n\n") if removal else ""
     extra_md += ("## Over training seeds (P2P ASR with its benign trigger; `seeds at floor`: ASR - floor <= 2)\n\n"
                  f"{format_markdown_table(over_seeds, SEED_COLUMNS)}\n\n") if over_seeds else ""
+    extra_md += ("## The floor over training seeds (the clean model's ASR on the attack's triggered rows, its CA; "
+                 "percent)\n\n"
+                 f"{format_markdown_table(floors, FLOOR_COLUMNS)}\n\n") if floors else ""
     quality = "ROUGE-L F" if args.task == "generation" else "CA"
     (res_dir / f"{stem}.md").write_text(
         f"# Defense benchmark: {model.name} on {data_name}\n\nCommand: `{out['command']}`\n\n"

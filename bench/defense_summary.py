@@ -48,13 +48,30 @@ def baseline_arm(results: dict, name: str, kind: str) -> str:
     return like if like in results else f"{tag}/{kind}"
 
 
-def summary_rows(results: dict, task: str) -> list[dict]:
+def clean_seed_readings(results: dict, clean_name: str, base_seed: int = 0) -> list[tuple[int, float, float]]:
+    """``(seed, ASR, CA)`` in percent of the clean arm ``clean_name`` (trained with ``base_seed``) and of its
+    repeats over ``--clean-seeds`` (``<clean_name>-seed<k>``) that finished, by seed."""
+    out = []
+    for name, res in results.items():
+        match = SEED_SUFFIX.search(name)
+        if (SEED_SUFFIX.sub("", name) if match else name) != clean_name:
+            continue
+        reading = _reading(res, "no benign trigger")
+        if reading is not None:
+            out.append((int(match.group(1)) if match else base_seed, _pct(reading["ASR"]), _pct(reading["CA"])))
+    return sorted(out)
+
+
+def summary_rows(results: dict, task: str, base_seed: int = 0) -> list[dict]:
     """One row per P2P arm (and ``drop-suspected`` arm, read as it is: it has no benign trigger) with what the
     targets are about, next to its attack's clean and no-defense arms. Classification: the attack takes (no-defense ASR >= 80%), P2P ASR - clean ASR <= 2 points,
     P2P CA >= clean CA - 1.5. Generation: P2P cuts the target-output rate by >= 90% relative to
     no-defense, its clean-output quality (ROUGE-L) within 5% relative of the clean model's (of no-defense's
     where no clean arm ran). A P2P arm on another LoRA target set is read against the clean and
-    no-defense arms on that set where they ran (:func:`baseline_arm`; the targets cell then says so)."""
+    no-defense arms on that set where they ran (:func:`baseline_arm`; the targets cell then says so). Where
+    the clean arm ran with several training seeds (``--clean-seeds``), the row also has ``ASR floor mean`` (over
+    them) and the targets cell adds the ASR target read against that mean; the other cells stay the clean arm of
+    ``base_seed``'s."""
     rows = []
     arms_by_tag: dict[str, list[str]] = {}
     for name in results:
@@ -70,6 +87,8 @@ def summary_rows(results: dict, task: str) -> list[dict]:
         clean = _reading(results.get(clean_name), "no benign trigger")
         nodef = _reading(results.get(nodef_name), "no benign trigger")
         p2p = _reading(res, defense_reading(res))
+        floors = clean_seed_readings(results, clean_name, base_seed)
+        floor_mean = statistics.fmean(a for _, a, _ in floors) if len(floors) > 1 else None
         ca = {k: _pct(r["CA"]) if r else None for k, r in (("clean", clean), ("nodef", nodef), ("p2p", p2p))}
         asr = {k: _pct(r["ASR"]) if r else None for k, r in (("clean", clean), ("nodef", nodef), ("p2p", p2p))}
         like_for_like = sorted(n.rsplit("/", 1)[1] for n in {clean_name, nodef_name} if "-lora-" in n)
@@ -90,11 +109,16 @@ def summary_rows(results: dict, task: str) -> list[dict]:
             if asr["p2p"] is not None and asr["clean"] is not None:
                 gap = asr["p2p"] - asr["clean"]
                 checks.append(f"ASR-floor {gap:+.1f} ({'met' if gap <= 2 else 'missed'})")
+            if asr["p2p"] is not None and floor_mean is not None:
+                gap = asr["p2p"] - floor_mean
+                checks.append(f"ASR-floor mean of {len(floors)} clean seeds {gap:+.1f} "
+                              f"({'met' if gap <= 2 else 'missed'})")
             if ca["p2p"] is not None and ca["clean"] is not None:
                 checks.append(f"CA {ca['p2p'] - ca['clean']:+.1f} ({'met' if ca['p2p'] >= ca['clean'] - 1.5 else 'missed'})")
         rows.append({"attack": tag, "P2P arm": arm, "poison in subset": res.get("poisoned_in_benign_subset"),
                      "CA clean": ca["clean"], "CA no-defense": ca["nodef"], "CA P2P": ca["p2p"],
                      "ASR floor": asr["clean"], "ASR no-defense": asr["nodef"], "ASR P2P": asr["p2p"],
+                     "ASR floor mean": floor_mean, "clean seeds": len(floors),
                      "targets": "; ".join(checks) or "-"})
     return rows
 
@@ -195,8 +219,9 @@ SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 def seed_rows(summary: list[dict], base_seed: int = 0) -> list[dict]:
     """The summary's P2P arms grouped over their training seeds (an arm ``...-seed<k>`` belongs to the arm
     without the suffix, which ran with ``base_seed``): per group the P2P ASR of each seed, its mean and
-    sample standard deviation, the mean excess over the floor, and the CA range. Groups with a single
-    seed are left out (the summary has them)."""
+    sample standard deviation, the mean excess over the floor, and the CA range. The floor is the clean
+    models' mean ASR where the clean arm ran with several seeds (``floor from`` says which). Groups with a
+    single seed are left out (the summary has them)."""
     groups: dict[tuple[str, str], list[tuple[int, dict]]] = {}
     for row in summary:
         if row["ASR P2P"] is None:
@@ -211,19 +236,45 @@ def seed_rows(summary: list[dict], base_seed: int = 0) -> list[dict]:
         members.sort(key=lambda m: m[0])
         asr = [row["ASR P2P"] for _, row in members]
         ca = [row["CA P2P"] for _, row in members]
-        floor = members[0][1]["ASR floor"]
+        first = members[0][1]
+        several = first.get("ASR floor mean") is not None
+        floor = first["ASR floor mean"] if several else first["ASR floor"]
         mean = statistics.fmean(asr)
         out.append({"attack": attack, "P2P arm": arm, "seeds": len(members),
                     "ASR P2P by seed": ", ".join(f"{seed}: {row['ASR P2P']:.1f}" for seed, row in members),
                     "ASR mean": mean, "ASR sd": statistics.stdev(asr), "ASR floor": floor,
+                    "floor from": f"mean of {first['clean seeds']} clean seeds" if several else "clean model",
                     "mean - floor": None if floor is None else mean - floor,
                     "seeds at floor": None if floor is None else sum(a - floor <= 2 for a in asr),
                     "CA P2P min-max": f"{min(ca):.1f}-{max(ca):.1f}" if None not in ca else None})
     return out
 
 
-SEED_COLUMNS = ["attack", "P2P arm", "seeds", "ASR P2P by seed", "ASR mean", "ASR sd", "ASR floor", "mean - floor",
-                "seeds at floor", "CA P2P min-max"]
+SEED_COLUMNS = ["attack", "P2P arm", "seeds", "ASR P2P by seed", "ASR mean", "ASR sd", "ASR floor", "floor from",
+                "mean - floor", "seeds at floor", "CA P2P min-max"]
+
+
+def floor_rows(results: dict, base_seed: int = 0) -> list[dict]:
+    """The floor's own spread: per clean arm that ran with several training seeds (``--clean-seeds``), its ASR
+    on the attack's triggered rows and its CA by seed, with the mean, sample standard deviation and range."""
+    out = []
+    for name in results:
+        tag, arm = name.rsplit("/", 1)
+        if not arm.startswith("clean") or SEED_SUFFIX.search(arm):
+            continue
+        readings = clean_seed_readings(results, name, base_seed)
+        if len(readings) < 2:
+            continue
+        asr = [a for _, a, _ in readings]
+        out.append({"attack": tag, "clean arm": arm, "seeds": len(readings),
+                    "ASR by seed": ", ".join(f"{seed}: {a:.1f}" for seed, a, _ in readings),
+                    "ASR mean": statistics.fmean(asr), "ASR sd": statistics.stdev(asr),
+                    "ASR min-max": f"{min(asr):.1f}-{max(asr):.1f}",
+                    "CA by seed": ", ".join(f"{seed}: {ca:.1f}" for seed, _, ca in readings)})
+    return out
+
+
+FLOOR_COLUMNS = ["attack", "clean arm", "seeds", "ASR by seed", "ASR mean", "ASR sd", "ASR min-max", "CA by seed"]
 
 SUMMARY_COLUMNS = ["attack", "P2P arm", "poison in subset", "CA clean", "CA no-defense", "CA P2P", "ASR floor",
                    "ASR no-defense", "ASR P2P", "targets"]

@@ -397,7 +397,7 @@ def test_train_seeds_repeat_only_the_p2p_arms(defense, monkeypatch, tmp_path):
                      ("t/p2p-avoid_shortcuts", 0), ("t/p2p-avoid_shortcuts-decoys0.5", 0),
                      ("t/p2p-avoid_shortcuts-seed1", 1), ("t/p2p-avoid_shortcuts-decoys0.5-seed1", 1),
                      ("t/p2p-avoid_shortcuts-seed2", 2), ("t/p2p-avoid_shortcuts-decoys0.5-seed2", 2),
-                     ("t/clean", None)]
+                     ("t/clean", args.seed)]
     cfg = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "avoid_shortcuts", seed=2)
     assert (cfg["seed"], cfg["p2p"]["seed"]) == (2, 2)
     default = defense.arm_config(tmp_path, tmp_path, tmp_path, tmp_path, args, True, "avoid_shortcuts")
@@ -424,6 +424,56 @@ def test_train_seeds_repeat_the_drop_suspected_arm_too(defense, monkeypatch, tmp
             for arm, asr in (("drop-suspected", 15.0), ("drop-suspected-seed1", 12.0))]
     [group] = seed_rows(rows)  # the report's table over seeds groups the drop-alone seeds too
     assert (group["P2P arm"], group["seeds"], group["ASR P2P by seed"]) == ("drop-suspected", 2, "0: 15.0, 1: 12.0")
+
+
+def test_clean_seeds_repeat_the_clean_model_once_per_seed(defense, monkeypatch, tmp_path):
+    """--clean-seeds repeats the clean arm (the floor) with each training seed: its name and its shared model
+    folder get the seed (the base seed's keep theirs, so existing work folders are reused), the seed reaches
+    Axolotl's config, and every other arm is unchanged."""
+    calls = []
+    monkeypatch.setattr(defense, "run_arm", lambda name, *a, **kw: calls.append((name, kw.get("seed"))))
+    args = defense.parse_args(["--clean-seeds", "0", "1", "2", "--selections", "avoid_shortcuts"])
+    defense.run_attack_arms("t", "poisoned", "clean", [], None, args, tmp_path, [], [], "1", {})
+    assert calls == [("t/no-defense", None), ("t/p2p-avoid_shortcuts", 0),
+                     ("t/clean", 0), ("t/clean-seed1", 1), ("t/clean-seed2", 2)]
+    assert {defense.arm_kind(name) for name, _ in calls[2:]} == {"clean"}
+    trained = []
+    monkeypatch.setattr(defense, "train_arm", lambda cfg, work, name: trained.append((name, cfg["seed"])) or {})
+    for seed in (None, 0, 2):
+        defense.train_shared_clean_model(tmp_path / "train_subset.jsonl", tmp_path, args, tmp_path, seed=seed)
+    defense.train_shared_clean_model(tmp_path / "train_subset.jsonl", tmp_path, args, tmp_path, "all-linear", 1)
+    assert trained == [("clean-model-train_subset", 0), ("clean-model-train_subset", 0),
+                       ("clean-model-train_subset-seed2", 2), ("clean-model-train_subset-lora-all-linear-seed1", 1)]
+    assert "clean_seeds" in defense.REUSE_FREE_SETTINGS  # a committed report takes more clean seeds
+
+
+def test_the_floor_over_clean_seeds_reads_the_seed_table_against_their_mean(defense):
+    from defense_summary import floor_rows, seed_rows
+
+    results = {"t/no-defense": {"readings": {"no benign trigger": _reading(870, 900)}},
+               "t/p2p-a": {"readings": {"p2p": _reading(860, 130)}},
+               "t/p2p-a-seed1": {"readings": {"p2p": _reading(850, 170)}},
+               "t/clean": {"readings": {"no benign trigger": _reading(870, 100)}},
+               "t/clean-seed1": {"readings": {"no benign trigger": _reading(860, 160)}},
+               "t/clean-seed2": {"readings": {"no benign trigger": _reading(880, 130)}},
+               "t/clean-lora-all-linear": {"readings": {"no benign trigger": _reading(880, 50)}},
+               "u/clean": {"readings": {"no benign trigger": _reading(870, 90)}},
+               "u/p2p-a": {"readings": {"p2p": _reading(870, 100)}}}
+    rows = {(r["attack"], r["P2P arm"]): r for r in defense.summary_rows(results, "classification")}
+    first = rows[("t", "p2p-a")]
+    # the base seed's clean model stays the floor of the summary's cells; the mean of three is read beside it
+    assert (first["ASR floor"], first["ASR floor mean"], first["clean seeds"]) == pytest.approx((10.0, 13.0, 3))
+    assert first["targets"] == ("attack takes; ASR-floor +3.0 (missed); ASR-floor mean of 3 clean seeds +0.0 (met); "
+                                "CA -1.0 (met)")
+    assert rows[("u", "p2p-a")]["ASR floor mean"] is None and "mean of" not in rows[("u", "p2p-a")]["targets"]
+    [group] = seed_rows(list(rows.values()))
+    assert (group["ASR floor"], group["floor from"]) == pytest.approx((13.0, "mean of 3 clean seeds"))
+    assert group["mean - floor"] == pytest.approx(2.0) and group["seeds at floor"] == 1
+    [floor] = floor_rows(results)  # only the clean arm with several seeds; another LoRA set is not one of them
+    assert (floor["attack"], floor["clean arm"], floor["seeds"]) == ("t", "clean", 3)
+    assert floor["ASR by seed"] == "0: 10.0, 1: 16.0, 2: 13.0" and floor["ASR min-max"] == "10.0-16.0"
+    assert floor["ASR mean"] == pytest.approx(13.0) and floor["ASR sd"] == pytest.approx(3.0)
+    assert floor["CA by seed"] == "0: 87.0, 1: 86.0, 2: 88.0"
 
 
 def test_seed_rows_group_p2p_arms_over_their_seeds(defense):
@@ -560,6 +610,8 @@ def test_reuse_report_names_another_report_and_lets_p2p_arm_lists_differ(defense
         arms["addsent-2pct-dirty/p2p-avoid_shortcuts"]
     seeds = defense.parse_args(["--attacks", "addsent", "--rates", "0.02", "--train-seeds", "0", "1"])
     assert defense.reuse_report_arms(seeds, report, tmp_path / "work1") == 1  # more seeds of the P2P arms: allowed
+    floors = defense.parse_args(["--attacks", "addsent", "--rates", "0.02", "--arms", "clean", "--clean-seeds", "0", "1"])
+    assert defense.reuse_report_arms(floors, report, tmp_path / "work3") == 1  # only the clean arm, more seeds: allowed
     other = defense.parse_args(["--attacks", "addsent", "--rates", "0.02", "--benign-triggers", "3", "--epochs", "6"])
     with pytest.raises(SystemExit, match=r"epochs=2, this run has 6.0"):
         defense.reuse_report_arms(other, report, tmp_path / "work2")
