@@ -661,7 +661,7 @@ def write_results(args, model, data_name, results, started):
     floors = floor_rows(results, args.seed)
     if floors:
         out["floor_over_clean_seeds"] = floors
-    removal = removal_rows(results)
+    removal = removal_rows(results, args.seed)
     if removal:
         out["suspected_words_removed"] = removal
     (res_dir / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")

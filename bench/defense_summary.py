@@ -48,15 +48,16 @@ def baseline_arm(results: dict, name: str, kind: str) -> str:
     return like if like in results else f"{tag}/{kind}"
 
 
-def clean_seed_readings(results: dict, clean_name: str, base_seed: int = 0) -> list[tuple[int, float, float]]:
+def clean_seed_readings(results: dict, clean_name: str, base_seed: int = 0,
+                        inference: str = "no benign trigger") -> list[tuple[int, float, float]]:
     """``(seed, ASR, CA)`` in percent of the clean arm ``clean_name`` (trained with ``base_seed``) and of its
-    repeats over ``--clean-seeds`` (``<clean_name>-seed<k>``) that finished, by seed."""
+    repeats over ``--clean-seeds`` (``<clean_name>-seed<k>``) that finished, by seed, read as ``inference``."""
     out = []
     for name, res in results.items():
         match = SEED_SUFFIX.search(name)
         if (SEED_SUFFIX.sub("", name) if match else name) != clean_name:
             continue
-        reading = _reading(res, "no benign trigger")
+        reading = _reading(res, inference)
         if reading is not None:
             out.append((int(match.group(1)) if match else base_seed, _pct(reading["ASR"]), _pct(reading["CA"])))
     return sorted(out)
@@ -175,10 +176,11 @@ def summary_chart(rows: list[dict], path: Path, task: str) -> Path:
     return path
 
 
-def removal_rows(results: dict) -> list[dict]:
+def removal_rows(results: dict, base_seed: int = 0) -> list[dict]:
     """Per P2P arm that was also read without its attack's suspected trigger words (the data audit's):
     ASR and CA of the clean model (the floor), no-defense and P2P on inputs without those words, next
-    to P2P's ASR with them."""
+    to P2P's ASR with them. Where the clean arm ran with several seeds, ``ASR floor, removed mean`` is their
+    mean read the same way, and the targets cell adds the ASR target against it."""
     rows = []
     for name, res in results.items():
         tag, arm = name.rsplit("/", 1)
@@ -191,14 +193,20 @@ def removal_rows(results: dict) -> list[dict]:
         floor = _reading(results.get(clean_name), "no benign trigger")
         attacked = _reading(results.get(nodef_name), "no benign trigger")
         p2p_asr, p2p_ca = _pct(removed["ASR"]), _pct(removed["CA"])
+        floors = clean_seed_readings(results, clean_name, base_seed, f"no benign trigger, {WORDS_REMOVED}")
+        floor_mean = statistics.fmean(a for _, a, _ in floors) if len(floors) > 1 else None
         checks = []
         if clean:  # the issue's targets, on inputs without the words (the floor read the same way)
             gap, ca_gap = p2p_asr - _pct(clean["ASR"]), p2p_ca - _pct(clean["CA"])
             checks = [f"ASR-floor {gap:+.1f} ({'met' if gap <= 2 else 'missed'})",
                       f"CA {ca_gap:+.1f} ({'met' if ca_gap >= -1.5 else 'missed'})"]
+        if floor_mean is not None:
+            gap = p2p_asr - floor_mean
+            checks.insert(1, f"ASR-floor mean of {len(floors)} clean seeds {gap:+.1f} ({'met' if gap <= 2 else 'missed'})")
         rows.append({"attack": tag, "P2P arm": arm, "words removed": ", ".join(res.get("removed_words") or []),
                      "ASR floor": _pct(floor["ASR"]) if floor else None,
                      "ASR floor, removed": _pct(clean["ASR"]) if clean else None,
+                     "ASR floor, removed mean": floor_mean,
                      "ASR no-defense": _pct(attacked["ASR"]) if attacked else None,
                      "ASR no-defense, removed": _pct(nodef["ASR"]) if nodef else None,
                      "ASR P2P": _pct(_reading(res, defense_reading(res))["ASR"]), "ASR P2P, removed": p2p_asr,
@@ -208,7 +216,8 @@ def removal_rows(results: dict) -> list[dict]:
     return rows
 
 
-REMOVAL_COLUMNS = ["attack", "P2P arm", "words removed", "ASR floor", "ASR floor, removed", "ASR no-defense",
+REMOVAL_COLUMNS = ["attack", "P2P arm", "words removed", "ASR floor", "ASR floor, removed", "ASR floor, removed mean",
+                   "ASR no-defense",
                    "ASR no-defense, removed",
                    "ASR P2P", "ASR P2P, removed", "CA P2P", "CA P2P, removed", "CA no-defense, removed",
                    "targets, removed"]

@@ -448,7 +448,7 @@ def test_clean_seeds_repeat_the_clean_model_once_per_seed(defense, monkeypatch, 
 
 
 def test_the_floor_over_clean_seeds_reads_the_seed_table_against_their_mean(defense):
-    from defense_summary import floor_rows, seed_rows
+    from defense_summary import floor_rows, removal_rows, seed_rows
 
     results = {"t/no-defense": {"readings": {"no benign trigger": _reading(870, 900)}},
                "t/p2p-a": {"readings": {"p2p": _reading(860, 130)}},
@@ -474,6 +474,15 @@ def test_the_floor_over_clean_seeds_reads_the_seed_table_against_their_mean(defe
     assert floor["ASR by seed"] == "0: 10.0, 1: 16.0, 2: 13.0" and floor["ASR min-max"] == "10.0-16.0"
     assert floor["ASR mean"] == pytest.approx(13.0) and floor["ASR sd"] == pytest.approx(3.0)
     assert floor["CA by seed"] == "0: 87.0, 1: 86.0, 2: 88.0"
+    # read without the suspected words: against the clean seeds read the same way
+    removed = "no benign trigger, suspected words removed"
+    for arm, asr in (("clean", 100), ("clean-seed1", 140), ("clean-seed2", 120)):
+        results[f"t/{arm}"]["readings"][removed] = _reading(870, asr)
+    results["t/p2p-a"]["readings"]["p2p, suspected words removed"] = _reading(860, 135)
+    [row] = removal_rows(results)
+    assert (row["ASR floor, removed"], row["ASR floor, removed mean"]) == pytest.approx((10.0, 12.0))
+    assert row["targets, removed"] == ("ASR-floor +3.5 (missed); ASR-floor mean of 3 clean seeds +1.5 (met); "
+                                       "CA -1.0 (met)")
 
 
 def test_seed_rows_group_p2p_arms_over_their_seeds(defense):
