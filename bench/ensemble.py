@@ -69,11 +69,16 @@ def has_weights(path: Path) -> bool:
     return (path / "adapter_config.json").is_file() or (path / "config.json").is_file()
 
 
+# The model label_probabilities loaded last, by (model folder, base model): callers read one model on several
+# row sets in a row (clean and triggered rows, control phrases), which then load it once.
+_LAST_LOADED: dict[tuple[str, str], object] = {}
+
+
 def label_probabilities(member_dir: Path, texts: list[str], model_path: Path, cache_dir: Path) -> tuple[list[str], np.ndarray]:
     """``(labels, probs)``: softmax over the label tokens of the trained space (original + safe) with
     the benign trigger (an undefended model: its labels, inputs as given), one row per text; cached in
     ``cache_dir`` as ``<model folder name>.label_probs.<digest of the model folder and the texts>.json``
-    (bench/word_dropout.py shares the files)."""
+    (bench/word_dropout.py shares the files). The last model loaded is kept for the next call on the same folder."""
     key = hashlib.sha256(json.dumps([str(member_dir.resolve()), texts]).encode()).hexdigest()
     cache = Path(cache_dir) / f"{member_dir.name}.label_probs.{key[:16]}.json"
     if cache.is_file():
@@ -82,7 +87,11 @@ def label_probabilities(member_dir: Path, texts: list[str], model_path: Path, ca
             return stored["labels"], np.asarray(stored["probs"])
     from p2p_plugin.inference import P2PModel
 
-    model = P2PModel.load(member_dir, base_model=str(model_path), remove_suspected_triggers=False)
+    loaded = (str(Path(member_dir).resolve()), str(model_path))
+    if loaded not in _LAST_LOADED:
+        _LAST_LOADED.clear()  # one model at a time
+        _LAST_LOADED[loaded] = P2PModel.load(member_dir, base_model=str(model_path), remove_suspected_triggers=False)
+    model = _LAST_LOADED[loaded]
     preds = model.classify(texts, benign=model.defended, progress=True)
     labels = list(preds[0].scores)
     logits = np.array([[p.scores[label] for label in labels] for p in preds], dtype=np.float64)

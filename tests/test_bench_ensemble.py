@@ -35,6 +35,32 @@ def test_target_hits_counts_members_per_non_target_row(ensemble_bench):
     assert ensemble_bench.jaccard(set(), set()) is None
 
 
+def test_label_probabilities_load_a_model_once_for_consecutive_row_sets(ensemble_bench, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from p2p_plugin.inference import P2PModel
+
+    loads = []
+
+    class Fake:
+        defended = True
+
+        def classify(self, texts, benign, progress):
+            return [SimpleNamespace(scores={"0": 0.0, "1": float(len(t))}) for t in texts]
+
+    monkeypatch.setattr(P2PModel, "load", staticmethod(lambda folder, **kw: loads.append(folder.name) or Fake()))
+    monkeypatch.setattr(ensemble_bench, "_LAST_LOADED", {})
+    first, second = tmp_path / "a", tmp_path / "b"
+    for texts in (["x"], ["yy", "z"]):  # two row sets on one model: one load, each set's own probabilities
+        labels, probs = ensemble_bench.label_probabilities(first, texts, tmp_path / "base", tmp_path)
+        assert labels == ["0", "1"] and probs.shape == (len(texts), 2)
+    ensemble_bench.label_probabilities(second, ["x"], tmp_path / "base", tmp_path)
+    ensemble_bench.label_probabilities(first, ["w"], tmp_path / "base", tmp_path)  # another model came between
+    assert loads == ["a", "b", "a"]
+    assert ensemble_bench.label_probabilities(first, ["x"], tmp_path / "base", tmp_path)[1].shape == (1, 2)
+    assert loads == ["a", "b", "a"]  # the file cache answers without a model
+
+
 def test_ensemble_bench_end_to_end_on_copies_of_one_model(ensemble_bench, tiny_model, tmp_path):
     from tiny_model import defended_model_dir
 
