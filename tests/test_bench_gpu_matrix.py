@@ -60,6 +60,7 @@ def test_report_covers_every_arm_of_a_folder_split_between_jobs(modules):
     audit = defense.parse_args(matrix.report_args("sst2-10pct-audit"))
     assert audit.benign_triggers == [1, 3] and authors.benign_triggers is None  # the vote arms and the one-trigger ones
     assert "p2p-avoid_shortcuts-triggers3-seed1" in defense.p2p_arms(audit)
+    assert audit.clean_seeds == [0, 1, 2] and ten.clean_seeds is None  # the clean seed jobs' models and the seed-0 one
 
 
 def test_scheduler_starts_nothing_after_the_soft_deadline(modules, tiny_model, shared_data, tmp_path):

@@ -114,6 +114,10 @@ JOBS = (
     + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", a, "--benign-triggers", "3", "--train-seeds", seed,
                                     "--arms", "p2p", *AVOID]) for seed in ("0", "1") for a in ("badnets", "addsent", "ctba")]
     + [("sst2-2pct", SST2_2PCT + ["--attacks", "addsent", "--benign-triggers", "3", "--arms", "p2p", *AVOID])]
+    # session 34 (no GPU lent; the CPU box found the floor moving 0.8-3.4 points of sd with the clean model's
+    # training seed): clean models with training seeds 1 and 2, read on every attack of the audit folder
+    + [("sst2-10pct-audit", SST2 + ["--rates", "0.1", "--attacks", *ATTACKS, "clause", "--arms", "clean",
+                                    "--clean-seeds", seed]) for seed in ("1", "2")]
 )
 PACKED_SUFFIXES = (".result.json", ".yml", ".log", "p2p_manifest.json", "p2p_run_done.json", "attack.json")
 
@@ -163,7 +167,8 @@ def _job_status(root: Path) -> dict:
 
 LIST_FLAGS = {"--attacks": "attacks", "--rates": "rates", "--label-mode": "label_mode", "--arms": "arms",
               "--selections": "selections", "--ratios": "ratios", "--placements": "placements",
-              "--decoys": "decoys", "--train-seeds": "train_seeds", "--benign-triggers": "benign_triggers"}
+              "--decoys": "decoys", "--train-seeds": "train_seeds", "--clean-seeds": "clean_seeds",
+              "--benign-triggers": "benign_triggers"}
 
 
 def report_args(folder: str) -> list[str]:
@@ -190,8 +195,8 @@ def report_args(folder: str) -> list[str]:
                 values = parsed.placements or ["prefix"]
             elif dest == "decoys":
                 values = parsed.decoys or [0.0]
-            elif dest == "train_seeds":
-                values = parsed.train_seeds or [parsed.seed]
+            elif dest in ("train_seeds", "clean_seeds"):
+                values = getattr(parsed, dest) or [parsed.seed]
             elif dest == "benign_triggers":
                 values = parsed.benign_triggers or [1]
             else:
@@ -199,7 +204,7 @@ def report_args(folder: str) -> list[str]:
             union[flag] += [v for v in values if v not in union[flag]]
     return base + [str(x) for flag, values in union.items() for x in (flag, *values)
                    if (flag, values) not in (("--placements", ["prefix"]), ("--decoys", [0.0]), ("--train-seeds", [0]),
-                                             ("--benign-triggers", [1]))]
+                                             ("--clean-seeds", [0]), ("--benign-triggers", [1]))]
 
 
 def write_reports(args) -> None:
