@@ -63,6 +63,20 @@ def clean_seed_readings(results: dict, clean_name: str, base_seed: int = 0,
     return sorted(out)
 
 
+def clean_seed_mean(results: dict, clean_name: str, base_seed: int = 0,
+                    inference: str = "no benign trigger") -> tuple[float | None, int]:
+    """The mean ASR of the clean arm ``clean_name`` over its training seeds read as ``inference`` (None unless
+    it ran with several), and how many seeds that is."""
+    floors = clean_seed_readings(results, clean_name, base_seed, inference)
+    return (statistics.fmean(a for _, a, _ in floors) if len(floors) > 1 else None), len(floors)
+
+
+def mean_floor_check(asr: float, mean: float, seeds: int) -> str:
+    """The ASR target (at most 2 points over the floor) read against the mean of ``seeds`` clean models."""
+    gap = asr - mean
+    return f"ASR-floor mean of {seeds} clean seeds {gap:+.1f} ({'met' if gap <= 2 else 'missed'})"
+
+
 def summary_rows(results: dict, task: str, base_seed: int = 0) -> list[dict]:
     """One row per P2P arm (and ``drop-suspected`` arm, read as it is: it has no benign trigger) with what the
     targets are about, next to its attack's clean and no-defense arms. Classification: the attack takes (no-defense ASR >= 80%), P2P ASR - clean ASR <= 2 points,
@@ -88,8 +102,7 @@ def summary_rows(results: dict, task: str, base_seed: int = 0) -> list[dict]:
         clean = _reading(results.get(clean_name), "no benign trigger")
         nodef = _reading(results.get(nodef_name), "no benign trigger")
         p2p = _reading(res, defense_reading(res))
-        floors = clean_seed_readings(results, clean_name, base_seed)
-        floor_mean = statistics.fmean(a for _, a, _ in floors) if len(floors) > 1 else None
+        floor_mean, clean_seeds = clean_seed_mean(results, clean_name, base_seed)
         ca = {k: _pct(r["CA"]) if r else None for k, r in (("clean", clean), ("nodef", nodef), ("p2p", p2p))}
         asr = {k: _pct(r["ASR"]) if r else None for k, r in (("clean", clean), ("nodef", nodef), ("p2p", p2p))}
         like_for_like = sorted(n.rsplit("/", 1)[1] for n in {clean_name, nodef_name} if "-lora-" in n)
@@ -111,15 +124,13 @@ def summary_rows(results: dict, task: str, base_seed: int = 0) -> list[dict]:
                 gap = asr["p2p"] - asr["clean"]
                 checks.append(f"ASR-floor {gap:+.1f} ({'met' if gap <= 2 else 'missed'})")
             if asr["p2p"] is not None and floor_mean is not None:
-                gap = asr["p2p"] - floor_mean
-                checks.append(f"ASR-floor mean of {len(floors)} clean seeds {gap:+.1f} "
-                              f"({'met' if gap <= 2 else 'missed'})")
+                checks.append(mean_floor_check(asr["p2p"], floor_mean, clean_seeds))
             if ca["p2p"] is not None and ca["clean"] is not None:
                 checks.append(f"CA {ca['p2p'] - ca['clean']:+.1f} ({'met' if ca['p2p'] >= ca['clean'] - 1.5 else 'missed'})")
         rows.append({"attack": tag, "P2P arm": arm, "poison in subset": res.get("poisoned_in_benign_subset"),
                      "CA clean": ca["clean"], "CA no-defense": ca["nodef"], "CA P2P": ca["p2p"],
                      "ASR floor": asr["clean"], "ASR no-defense": asr["nodef"], "ASR P2P": asr["p2p"],
-                     "ASR floor mean": floor_mean, "clean seeds": len(floors),
+                     "ASR floor mean": floor_mean, "clean seeds": clean_seeds,
                      "targets": "; ".join(checks) or "-"})
     return rows
 
@@ -193,16 +204,14 @@ def removal_rows(results: dict, base_seed: int = 0) -> list[dict]:
         floor = _reading(results.get(clean_name), "no benign trigger")
         attacked = _reading(results.get(nodef_name), "no benign trigger")
         p2p_asr, p2p_ca = _pct(removed["ASR"]), _pct(removed["CA"])
-        floors = clean_seed_readings(results, clean_name, base_seed, f"no benign trigger, {WORDS_REMOVED}")
-        floor_mean = statistics.fmean(a for _, a, _ in floors) if len(floors) > 1 else None
+        floor_mean, clean_seeds = clean_seed_mean(results, clean_name, base_seed, f"no benign trigger, {WORDS_REMOVED}")
         checks = []
         if clean:  # the issue's targets, on inputs without the words (the floor read the same way)
             gap, ca_gap = p2p_asr - _pct(clean["ASR"]), p2p_ca - _pct(clean["CA"])
             checks = [f"ASR-floor {gap:+.1f} ({'met' if gap <= 2 else 'missed'})",
                       f"CA {ca_gap:+.1f} ({'met' if ca_gap >= -1.5 else 'missed'})"]
         if floor_mean is not None:
-            gap = p2p_asr - floor_mean
-            checks.insert(1, f"ASR-floor mean of {len(floors)} clean seeds {gap:+.1f} ({'met' if gap <= 2 else 'missed'})")
+            checks.insert(1, mean_floor_check(p2p_asr, floor_mean, clean_seeds))
         rows.append({"attack": tag, "P2P arm": arm, "words removed": ", ".join(res.get("removed_words") or []),
                      "ASR floor": _pct(floor["ASR"]) if floor else None,
                      "ASR floor, removed": _pct(clean["ASR"]) if clean else None,
