@@ -54,12 +54,10 @@ def clean_seed_readings(results: dict, clean_name: str, base_seed: int = 0,
     repeats over ``--clean-seeds`` (``<clean_name>-seed<k>``) that finished, by seed, read as ``inference``."""
     out = []
     for name, res in results.items():
-        match = SEED_SUFFIX.search(name)
-        if (SEED_SUFFIX.sub("", name) if match else name) != clean_name:
-            continue
-        reading = _reading(res, inference)
+        base, seed = split_seed(name, base_seed)
+        reading = _reading(res, inference) if base == clean_name else None
         if reading is not None:
-            out.append((int(match.group(1)) if match else base_seed, _pct(reading["ASR"]), _pct(reading["CA"])))
+            out.append((seed, _pct(reading["ASR"]), _pct(reading["CA"])))
     return sorted(out)
 
 
@@ -234,6 +232,12 @@ REMOVAL_COLUMNS = ["attack", "P2P arm", "words removed", "ASR floor", "ASR floor
 SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 
 
+def split_seed(name: str, base_seed: int = 0) -> tuple[str, int]:
+    """An arm's name without its ``-seed<k>`` suffix, and its training seed (``base_seed`` without a suffix)."""
+    match = SEED_SUFFIX.search(name)
+    return SEED_SUFFIX.sub("", name), int(match.group(1)) if match else base_seed
+
+
 def seed_rows(summary: list[dict], base_seed: int = 0) -> list[dict]:
     """The summary's P2P arms grouped over their training seeds (an arm ``...-seed<k>`` belongs to the arm
     without the suffix, which ran with ``base_seed``): per group the P2P ASR of each seed, its mean and
@@ -244,9 +248,8 @@ def seed_rows(summary: list[dict], base_seed: int = 0) -> list[dict]:
     for row in summary:
         if row["ASR P2P"] is None:
             continue
-        match = SEED_SUFFIX.search(row["P2P arm"])
-        arm = SEED_SUFFIX.sub("", row["P2P arm"])
-        groups.setdefault((row["attack"], arm), []).append((int(match.group(1)) if match else base_seed, row))
+        arm, seed = split_seed(row["P2P arm"], base_seed)
+        groups.setdefault((row["attack"], arm), []).append((seed, row))
     out = []
     for (attack, arm), members in groups.items():
         if len(members) < 2:
