@@ -22,6 +22,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,11 @@ sys.path.insert(0, str(REPO))
 
 from p2p_plugin.formats import AlpacaFormat  # noqa: E402
 from p2p_plugin.attacks import ATTACKS, AttackSpec, attack_triggers, poison_rows, read_rows  # noqa: E402
-from p2p_plugin.shortcuts import OPENING_MARK, audit_rows, row_words  # noqa: E402
+from p2p_plugin.shortcuts import OPENING_MARK, audit_rows, row_words, rows_holding_suspects  # noqa: E402
 from p2p_plugin.selection import RowView, get_selection_strategy, select_rows  # noqa: E402
 
 STRATEGIES = ("random", "avoid_shortcuts")
+MAX_LABELS = 10  # more distinct answers than this: generation data (no label balance to report)
 
 
 def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, trigger_words=None) -> dict:
@@ -63,8 +65,34 @@ def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, trigger
             entry.update(suspected_triggers=suspected, suspected_phrases=sorted({t.phrase for t in audit if t.phrase}),
                          suspected_not_trigger=None if trigger_words is None else sorted(set(suspected) - trigger_words),
                          trigger_words_missed=None if trigger_words is None else sorted(trigger_words - covered))
+            entry.update(dropped_rows(answers, poisoned, rows_holding_suspects(view, audit)[0]))
         out[name] = entry
     return out
+
+
+def dropped_rows(answers, poisoned: set[int], dropped) -> dict:
+    """What ``p2p.drop_suspected_rows`` would leave out of training: the rows holding a suspected trigger with its
+    answer (``dropped``), poisoned and clean, and for classification data (at most ``MAX_LABELS`` answers) the rows
+    of each label before and after (dirty-label poison is relabelled rows of the other labels, so dropping it
+    changes the label balance)."""
+    left_out = set(np.asarray(dropped).tolist())
+    out = {"rows_dropped": len(left_out), "poisoned_dropped": len(left_out & poisoned),
+           "clean_dropped": len(left_out - poisoned), "poisoned_kept": len(poisoned - left_out)}
+    labels = sorted(set(answers))
+    if len(labels) <= MAX_LABELS:
+        before = Counter(answers)
+        after = Counter(a for i, a in enumerate(answers) if i not in left_out)
+        out["labels_before"] = {label: before[label] for label in labels}
+        out["labels_after"] = {label: after[label] for label in labels}
+        out["clean_dropped_by_label"] = dict(sorted(Counter(answers[i] for i in left_out - poisoned).items()))
+    return out
+
+
+def _balance(entry) -> str:
+    """A cell: ``0: 465, 1: 535 -> 0: 465, 1: 435`` (``-`` for generation data: no labels)."""
+    if "labels_before" not in entry:
+        return "-"
+    return " -> ".join(", ".join(f"{k}: {v}" for k, v in entry[key].items()) for key in ("labels_before", "labels_after"))
 
 
 def sst2_cases(data_dir: Path, sizes, rates, seed):
@@ -111,7 +139,8 @@ def _words(words) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("P2P_DATA_DIR", str(REPO.parent / "shared" / "data")))
-    p.add_argument("--sizes", nargs="+", type=int, default=[2000, 6920])
+    p.add_argument("--sizes", nargs="+", type=int, default=[1000, 2000, 4000, 6920],
+                   help="SST-2 training rows (bench/defense.py trains on 1000 at 10%% and 4000 at 2%%)")
     p.add_argument("--rates", nargs="+", type=float, default=[0.02, 0.1])
     p.add_argument("--ratio", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
@@ -142,8 +171,9 @@ def main(argv=None):
         "",
         "| case | rows | poisoned | in subset: random | in subset: avoid_shortcuts | poisoned rows flagged | "
         "clean rows flagged | flagged words (first 12) | audit: suspected triggers | phrases they grow into | "
-        "of them not trigger words | trigger words missed (by words and phrases) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "of them not trigger words | trigger words missed (by words and phrases) | drop_suspected_rows leaves out: "
+        "poisoned / clean (poisoned kept) | labels before -> after dropping |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in cases.items():
         a = c["avoid_shortcuts"]
@@ -151,13 +181,17 @@ def main(argv=None):
                      f"{a['poisoned_in_subset']} | {a['poisoned_flagged']} | {a['clean_rows_flagged']} | "
                      f"{', '.join(a['flagged_words'])} | {' '.join(a['suspected_triggers']) or '-'} | "
                      f"{'; '.join(a['suspected_phrases']) or '-'} | "
-                     f"{_words(a['suspected_not_trigger'])} | {_words(a['trigger_words_missed'])} |")
+                     f"{_words(a['suspected_not_trigger'])} | {_words(a['trigger_words_missed'])} | "
+                     f"{a['poisoned_dropped']} / {a['clean_dropped']} ({a['poisoned_kept']}) | "
+                     f"{_balance(a)} |")
     lines += ["", "Flagging is what the strategy sees; a row in the subset is what P2P trains as benign. "
               "This measures the mechanism only: whether the defense then holds is for bench/defense.py. "
               "Audit: the flagged words and openings that a one-sided binomial test (Bonferroni at 0.05 within the "
               "words and within the openings) says chance cannot explain, as the plugin reports them, and the "
               "phrase each grows into where its neighbours agree; trigger words are known for the SST-2 "
-              "simulations only.", ""]
+              "simulations only. drop_suspected_rows: the rows that hold a suspected trigger with the answer it "
+              "predicts, which `p2p.drop_suspected_rows: true` leaves out of training (and `p2p audit --kept-out` "
+              "writes without); on generation data the answer is its first words.", ""]
     path.with_suffix(".md").write_text("\n".join(lines))
     print(f"\nresults: {path} and {path.with_suffix('.md')}")
 
