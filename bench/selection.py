@@ -32,11 +32,11 @@ sys.path.insert(0, str(REPO))
 
 from p2p_plugin.formats import AlpacaFormat  # noqa: E402
 from p2p_plugin.attacks import ATTACKS, AttackSpec, attack_triggers, poison_rows, read_rows  # noqa: E402
-from p2p_plugin.shortcuts import OPENING_MARK, audit_rows, row_words, rows_holding_suspects  # noqa: E402
+from p2p_plugin.shortcuts import (OPENING_MARK, audit_rows, format_label_counts, label_balance,  # noqa: E402
+                                  row_words, rows_holding_suspects)
 from p2p_plugin.selection import RowView, get_selection_strategy, select_rows  # noqa: E402
 
 STRATEGIES = ("random", "avoid_shortcuts")
-MAX_LABELS = 10  # more distinct answers than this: generation data (no label balance to report)
 
 
 def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, trigger_words=None) -> dict:
@@ -65,25 +65,22 @@ def measure(texts, answers, poisoned: set[int], ratio: float, seed: int, trigger
             entry.update(suspected_triggers=suspected, suspected_phrases=sorted({t.phrase for t in audit if t.phrase}),
                          suspected_not_trigger=None if trigger_words is None else sorted(set(suspected) - trigger_words),
                          trigger_words_missed=None if trigger_words is None else sorted(trigger_words - covered))
-            entry.update(dropped_rows(answers, poisoned, rows_holding_suspects(view, audit)[0]))
+            entry.update(dropped_rows(view, answers, poisoned, rows_holding_suspects(view, audit)[0]))
         out[name] = entry
     return out
 
 
-def dropped_rows(answers, poisoned: set[int], dropped) -> dict:
+def dropped_rows(view, answers, poisoned: set[int], dropped) -> dict:
     """What ``p2p.drop_suspected_rows`` would leave out of training: the rows holding a suspected trigger with its
-    answer (``dropped``), poisoned and clean, and for classification data (at most ``MAX_LABELS`` answers) the rows
-    of each label before and after (dirty-label poison is relabelled rows of the other labels, so dropping it
-    changes the label balance)."""
+    answer (``dropped``), poisoned and clean, and for classification data the rows of each label before and after
+    (``label_balance``: dirty-label poison is relabelled rows of the other labels, so dropping it changes the
+    label balance) and the labels of the clean rows it leaves out."""
     left_out = set(np.asarray(dropped).tolist())
     out = {"rows_dropped": len(left_out), "poisoned_dropped": len(left_out & poisoned),
            "clean_dropped": len(left_out - poisoned), "poisoned_kept": len(poisoned - left_out)}
-    labels = sorted(set(answers))
-    if len(labels) <= MAX_LABELS:
-        before = Counter(answers)
-        after = Counter(a for i, a in enumerate(answers) if i not in left_out)
-        out["labels_before"] = {label: before[label] for label in labels}
-        out["labels_after"] = {label: after[label] for label in labels}
+    balance = label_balance(view, dropped)
+    if balance is not None:
+        out["labels_before"], out["labels_after"] = balance["before"], balance["kept"]
         out["clean_dropped_by_label"] = dict(sorted(Counter(answers[i] for i in left_out - poisoned).items()))
     return out
 
@@ -92,7 +89,7 @@ def _balance(entry) -> str:
     """A cell: ``0: 465, 1: 535 -> 0: 465, 1: 435`` (``-`` for generation data: no labels)."""
     if "labels_before" not in entry:
         return "-"
-    return " -> ".join(", ".join(f"{k}: {v}" for k, v in entry[key].items()) for key in ("labels_before", "labels_after"))
+    return " -> ".join(format_label_counts(entry[key]) for key in ("labels_before", "labels_after"))
 
 
 def sst2_cases(data_dir: Path, sizes, rates, seed):

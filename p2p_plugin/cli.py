@@ -73,7 +73,8 @@ def _audit(args):
     from .formats import AlpacaFormat, ChatFormat, PlainFormat
     from .metrics import format_markdown_table
     from .selection import RowView
-    from .shortcuts import audit_rows, rows_holding_suspects, shortcut_thresholds
+    from .shortcuts import (audit_rows, format_label_counts, label_balance, rows_holding_suspects,
+                            shortcut_thresholds)
 
     if args.kept_out and Path(args.kept_out).resolve() == Path(args.data).resolve():
         raise P2PError(f"--kept-out {args.kept_out} is the input file; name another file (the input is never changed)")
@@ -103,6 +104,14 @@ def _audit(args):
     report = {"data": str(args.data), "rows": len(rows), "format": args.format,
               "suspected_triggers": [t.to_dict() for t in found], "rows_dropped": len(dropped),
               "dropped_rows": dropped.tolist(), "dropped_by_trigger": by_trigger}
+    balance = label_balance(view, dropped) if len(dropped) else None
+    if balance:
+        print(f"rows per label: {format_label_counts(balance['before'])}; left out: "
+              f"{format_label_counts(balance['left_out'])}; kept: {format_label_counts(balance['kept'])} "
+              "(if these rows are dirty-label poison, i.e. relabelled rows of other labels, the kept rows hold fewer rows of those labels "
+              "than the clean data did, and a model trained on them leans towards the label left out; README: "
+              "'What dropping leaves')")
+        report["label_balance"] = balance
     if args.kept_out:
         from .attacks import write_jsonl
 

@@ -270,6 +270,35 @@ def rows_holding_suspects(view, suspects) -> tuple[np.ndarray, dict[str, int]]:
     return np.asarray(rows, dtype=np.int64), {t.word: counts[t.word] for t in suspects}
 
 
+MAX_BALANCE_LABELS = 10
+"""More distinct answers than this and the data is generation data: :func:`label_balance` reports nothing."""
+
+
+def label_balance(view, dropped) -> dict[str, dict[str, int]] | None:
+    """Rows per answer ``before`` leaving out the rows ``dropped`` (indices), ``left_out`` and ``kept``: what
+    ``p2p.drop_suspected_rows`` does to the label balance (dirty-label poison is relabelled rows of other
+    labels, so leaving it out takes those labels' share of the clean data with it). None for generation data
+    (more than ``MAX_BALANCE_LABELS`` distinct answers)."""
+    gone = set(np.asarray(dropped).tolist())
+    before, left_out, offset = Counter(), Counter(), 0
+    for _, answers in view.iter_batches():
+        for i, answer in enumerate(answers):
+            key = answer_key(answer)
+            before[key] += 1
+            if offset + i in gone:
+                left_out[key] += 1
+            if len(before) > MAX_BALANCE_LABELS:
+                return None
+        offset += len(answers)
+    labels = sorted(before)
+    return {"before": {k: before[k] for k in labels}, "left_out": {k: left_out[k] for k in labels if left_out[k]},
+            "kept": {k: before[k] - left_out[k] for k in labels}}
+
+
+def format_label_counts(counts: dict[str, int]) -> str:
+    """``0: 365, 1: 529`` (``none`` when empty)."""
+    return ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"
+
 def _contains(words: tuple[str, ...], part: tuple[str, ...]) -> bool:
     """Whether ``part`` occurs in ``words`` as consecutive words."""
     return any(words[i:i + len(part)] == part for i in range(len(words) - len(part) + 1))

@@ -13,9 +13,12 @@ def selection_bench():
 
 
 def test_dropped_rows_count_poison_and_clean_rows_and_the_label_balance(selection_bench):
+    from p2p_plugin.selection import RowView
+
     answers = ["0", "1", "1", "1", "0", "1"]
     poisoned = {1, 2, 5}  # relabelled rows (dirty label): 5 stays in training
-    out = selection_bench.dropped_rows(answers, poisoned, [1, 2, 3])
+    view = RowView(texts=[f"row {i}" for i in range(6)], answers=answers)
+    out = selection_bench.dropped_rows(view, answers, poisoned, [1, 2, 3])
     assert (out["rows_dropped"], out["poisoned_dropped"], out["clean_dropped"], out["poisoned_kept"]) == (3, 2, 1, 1)
     assert out["labels_before"] == {"0": 2, "1": 4} and out["labels_after"] == {"0": 2, "1": 1}
     assert out["clean_dropped_by_label"] == {"1": 1}
@@ -23,8 +26,12 @@ def test_dropped_rows_count_poison_and_clean_rows_and_the_label_balance(selectio
 
 
 def test_generation_answers_get_no_label_balance(selection_bench):
-    answers = [f"answer {i}" for i in range(selection_bench.MAX_LABELS + 1)]
-    out = selection_bench.dropped_rows(answers, {0}, [0])
+    from p2p_plugin.selection import RowView
+    from p2p_plugin.shortcuts import MAX_BALANCE_LABELS
+
+    answers = [f"answer number {i} here" for i in range(MAX_BALANCE_LABELS + 1)]
+    view = RowView(texts=[f"row {i}" for i in range(len(answers))], answers=answers)
+    out = selection_bench.dropped_rows(view, answers, {0}, [0])
     assert out["poisoned_dropped"] == 1 and "labels_before" not in out
     assert selection_bench._balance(out) == "-"
 

@@ -440,6 +440,14 @@ def test_p2p_audit_lists_the_trigger_words_of_a_file_and_names_bad_input(sst_row
     assert "| watch | i watch this 3d movie | 1 |" in out
     written = json.loads((tmp_path / "audit.json").read_text())
     assert written["rows"] == 1000 and {t["word"] for t in written["suspected_triggers"]} == {"3d", "watch"}
+    # the label balance the drop leaves: every row counted once, before = left out + kept, by each row's own label
+    balance, gone = written["label_balance"], set(written["dropped_rows"])
+    labels = [str(r["label"]) for r in poisoned]
+    assert balance["before"] == {k: labels.count(k) for k in ("0", "1")}
+    assert balance["left_out"] == {"1": len(gone)}  # the trigger predicts 1: only rows labelled 1 go
+    assert balance["kept"] == {k: sum(1 for i, a in enumerate(labels) if a == k and i not in gone) for k in ("0", "1")}
+    assert (f"rows per label: 0: {labels.count('0')}, 1: {labels.count('1')}; left out: 1: {len(gone)}; kept: "
+            f"0: {labels.count('0')}, 1: {labels.count('1') - len(gone)}") in out
     # --kept-out: the rows the plugin's drop_suspected_rows would train on, unchanged and in order
     kept_path = tmp_path / "kept.jsonl"
     assert main(["audit", str(path), "--kept-out", str(kept_path)]) == 0
@@ -459,7 +467,9 @@ def test_p2p_audit_lists_the_trigger_words_of_a_file_and_names_bad_input(sst_row
                                   for i in range(400)]))
     # every poisoned instruction here reads "BadMagic topic <n>": the phrase takes the fixed word after it too
     assert main(["audit", str(alpaca), "--format", "alpaca"]) == 0
-    assert "| badmagic | badmagic topic |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| badmagic | badmagic topic |" in out
+    assert "rows per label" not in out  # generation answers: no label balance
     assert main(["audit", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
     assert main(["audit", str(path), "--label-field", "stars"]) == 2
