@@ -108,9 +108,9 @@ def _audit(args):
     if balance:
         print(f"rows per label: {format_label_counts(balance['before'])}; left out: "
               f"{format_label_counts(balance['left_out'])}; kept: {format_label_counts(balance['kept'])} "
-              "(if these rows are dirty-label poison, i.e. relabelled rows of other labels, the kept rows hold fewer rows of those labels "
-              "than the clean data did, and a model trained on them leans towards the label left out; README: "
-              "'What dropping leaves')")
+              "(if these rows are dirty-label poison, i.e. relabelled rows of other labels, the kept rows hold "
+              "fewer rows of those labels than the clean data did, and a model trained on them leans towards the "
+              "label left out; README: 'What dropping leaves')")
         report["label_balance"] = balance
     if args.kept_out:
         from .attacks import write_jsonl

@@ -299,6 +299,7 @@ def format_label_counts(counts: dict[str, int]) -> str:
     """``0: 365, 1: 529`` (``none`` when empty)."""
     return ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"
 
+
 def _contains(words: tuple[str, ...], part: tuple[str, ...]) -> bool:
     """Whether ``part`` occurs in ``words`` as consecutive words."""
     return any(words[i:i + len(part)] == part for i in range(len(words) - len(part) + 1))
